@@ -1,0 +1,1 @@
+"""Integrations with web frameworks: ``adapters.fastapi`` and ``adapters.flask``."""

@@ -1,0 +1,177 @@
+"""FastAPI integration: one ``APIRouter`` with the webhook and job routes, and a lifespan.
+
+app = FastAPI()
+app.include_router(create_router(audio), prefix="/api")
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+try:
+    from fastapi import APIRouter, Depends, FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "replicate_audio.adapters.fastapi needs FastAPI: install replicate-audio[fastapi]"
+    ) from error
+
+from ..app import ReplicateAudio, WebhookOutcome
+from ..errors import JobNotFoundError
+from ..jobs import Job
+
+__all__ = ["AudioDep", "create_router", "get_audio"]
+
+
+class Problem(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+class WebhookAccepted(BaseModel):
+    """A delivery was recorded (or was a duplicate of one that was)."""
+
+    job: str
+    status: str
+    duplicate: bool
+
+
+class JobOut(BaseModel):
+    """A job as the jobs route shows it."""
+
+    id: str
+    content_type: str
+    content_id: str
+    status: str
+    attempts: int
+    error: str | None
+    config: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+
+
+_PREDICTION_BODY = {
+    "required": True,
+    "description": "The prediction, exactly as Replicate signed it (Standard Webhooks).",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["id", "status"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "status": {
+                        "type": "string",
+                        "enum": ["starting", "processing", "succeeded", "failed", "canceled"],
+                    },
+                    "output": {},
+                    "error": {"type": ["string", "null"]},
+                },
+            }
+        }
+    },
+}
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None once it is larger than *limit* (checked before parsing)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def get_audio(request: Request) -> ReplicateAudio:
+    """The app's :class:`ReplicateAudio`, as a dependency."""
+    audio: ReplicateAudio = request.app.state.replicate_audio
+    return audio
+
+
+#: ``audio: AudioDep`` in a route's parameters gives the app's ReplicateAudio.
+AudioDep = Annotated[ReplicateAudio, Depends(get_audio)]
+
+
+def _answer(outcome: WebhookOutcome) -> JSONResponse:
+    return JSONResponse(outcome.body, status_code=outcome.status_code)
+
+
+def create_router(audio: ReplicateAudio) -> APIRouter:
+    """The routes, and a lifespan that starts and stops *audio* with the app.
+
+    ``POST /replicate-webhook/{content_type}/{content_id}`` takes Replicate's deliveries;
+    ``GET /replicate-audio/jobs/{job_id}`` shows a job.
+
+    Example:
+        >>> app = FastAPI()
+        >>> app.include_router(create_router(ReplicateAudio()), prefix="/api")  # doctest: +SKIP
+    """
+
+    running = False
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The router may be included more than once (at an old and a new prefix, say):
+        # each inclusion brings this lifespan, but the facade starts once.
+        nonlocal running
+        app.state.replicate_audio = audio
+        if running:
+            yield
+            return
+        running = True
+        try:
+            async with audio:
+                yield
+        finally:
+            running = False
+
+    router = APIRouter(lifespan=lifespan, tags=["replicate-audio"])
+    refusals: dict[int | str, dict[str, Any]] = {
+        code: {"model": Problem, "description": text}
+        for code, text in {
+            400: "The body is not JSON, or not a prediction.",
+            401: "Missing or invalid signature, or a stale timestamp.",
+            404: "Unknown content type, or no job matches.",
+            413: "The body is too large.",
+            503: "Storage is down; Replicate will retry.",
+        }.items()
+    }
+
+    @router.post(
+        "/replicate-webhook/{content_type}/{content_id}",
+        response_model=WebhookAccepted,
+        responses=refusals,
+        openapi_extra={"requestBody": _PREDICTION_BODY},
+        summary="Receive a Replicate webhook",
+    )
+    async def replicate_webhook(content_type: str, content_id: str, request: Request) -> Any:
+        body = await _read_body(request, audio.settings.max_webhook_bytes)
+        if body is None:
+            limit = audio.settings.max_webhook_bytes
+            return _answer(WebhookOutcome.refuse(413, f"the body is larger than {limit} bytes"))
+        outcome = await audio.handle_webhook(content_type, content_id, request.headers, body)
+        return _answer(outcome)
+
+    @router.get(
+        "/replicate-audio/jobs/{job_id}",
+        response_model=JobOut,
+        responses={404: {"model": Problem, "description": "No job has this id."}},
+        summary="Show a job",
+    )
+    async def replicate_audio_job(job_id: str) -> Any:
+        try:
+            job: Job = await audio.get_job(job_id)
+        except JobNotFoundError as error:
+            return _answer(WebhookOutcome.refuse(404, str(error)))
+        return job.to_dict()
+
+    return router

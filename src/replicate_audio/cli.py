@@ -1,0 +1,192 @@
+"""The ``replicate-audio`` command: one argparse subcommand per task (``simulator``, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .config import Settings
+from .errors import ReplicateAudioError
+from .jobs import Job, JobStatus, utcnow
+
+__all__ = ["main"]
+
+#: Each subcommand registers itself here: name -> (add its arguments, run it -> exit code).
+Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+COMMANDS: dict[str, tuple[str, Command]] = {}
+
+
+def command(
+    name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register a subcommand: ``@command("name", "help", add_arguments)`` over its runner."""
+
+    def register(
+        run: Callable[[argparse.Namespace], int],
+    ) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = (help, (arguments, run))
+        return run
+
+    return register
+
+
+def _simulator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8787, help="port (0: any free port)")
+    parser.add_argument("--run-time", type=float, default=3.0, help="seconds each prediction takes")
+    parser.add_argument("--token", default=None, help="API token to accept (random by default)")
+    parser.add_argument("--secret", default=None, help="whsec_ signing secret (random)")
+
+
+@command("simulator", "run a local Replicate that sends signed webhooks", _simulator_arguments)
+def _simulator(args: argparse.Namespace) -> int:
+    from .testing.simulator import ReplicateSimulator
+
+    simulator = ReplicateSimulator(
+        host=args.host,
+        port=args.port,
+        api_token=args.token,
+        secret=args.secret,
+        run_time=args.run_time,
+    )
+    try:
+        simulator.start()
+    except OSError as error:
+        print(f"cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    try:
+        print(f"Replicate simulator listening on {simulator.url}", flush=True)
+        print(f"REPLICATE_API_BASE_URL={simulator.url}")
+        print(f"REPLICATE_API_TOKEN={simulator.api_token}")
+        print(f"REPLICATE_WEBHOOK_SECRET={simulator.secret}")
+        print("Press Ctrl-C to stop.", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("stopped", file=sys.stderr)
+    finally:
+        simulator.stop()
+    return 0
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for audio")
+    parser.add_argument("--folder", type=Path, default=None, help="where to write (a temp dir)")
+    parser.add_argument("--port", type=int, default=0, help="port of the example app")
+
+
+@command("demo", "the whole flow: simulator, example app, 4 pieces of audio", _demo_arguments)
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(timeout=args.timeout, folder=args.folder, port=args.port)
+
+
+def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
+    statuses = [status.value for status in JobStatus]
+    parser.add_argument("--status", action="append", choices=statuses, help="only these")
+    parser.add_argument("--limit", type=int, default=50)
+
+
+@command("jobs", "list jobs in REPLICATE_AUDIO_DATABASE, oldest first", _jobs_arguments)
+def _jobs(args: argparse.Namespace) -> int:
+    from .storage import call_blocking, open_store
+
+    store = open_store(Settings.from_env().database)
+    statuses = [JobStatus(value) for value in args.status] if args.status else None
+    jobs: list[Job] = call_blocking(
+        store.list_jobs, statuses=statuses, updated_before=utcnow(), limit=args.limit
+    )
+    for job in jobs:
+        error = f"  {job.error}" if job.error else ""
+        print(f"{job.id}  {job.status.value:<10} {job.content_type}/{job.content_id}{error}")
+    return 0
+
+
+def _replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", help="the id of a dead job (its prediction id)")
+
+
+@command("replay", "run a dead job again from its recorded prediction", _replay_arguments)
+def _replay(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .app import ReplicateAudio
+
+    audio = ReplicateAudio(sweep_interval=0)
+    try:
+        job = anyio.run(audio.replay, args.job_id)
+    except ReplicateAudioError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{job.id}  {job.status.value}{'  ' + job.error if job.error else ''}")
+    return 0 if job.status is JobStatus.COMPLETED else 1
+
+
+def _worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=4, help="jobs processed at once")
+    parser.add_argument("--queue", default="replicate_audio", help="the Dramatiq queue to consume")
+
+
+@command("worker", "process jobs from REPLICATE_AUDIO_BROKER_URL (Dramatiq)", _worker_arguments)
+def _worker(args: argparse.Namespace) -> int:
+    from .app import ReplicateAudio
+
+    try:
+        from .dispatch.dramatiq import DramatiqDispatcher, run_worker
+
+        dispatcher = DramatiqDispatcher(queue_name=args.queue)
+        audio = ReplicateAudio(dispatcher=dispatcher)
+    except (ImportError, ReplicateAudioError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    try:
+        print(f"worker consuming queue {args.queue!r} with {args.threads} threads", flush=True)
+        run_worker(audio, threads=args.threads)
+    except ReplicateAudioError as error:
+        print(error, file=sys.stderr)
+        return 1
+    finally:
+        dispatcher.close()
+    print("worker stopped", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand.
+
+    Example:
+        >>> build_parser().parse_args(["simulator", "--port", "0"]).port
+        0
+    """
+    parser = argparse.ArgumentParser(
+        prog="replicate-audio", description="Webhook-driven Replicate audio generation."
+    )
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help, (arguments, run)) in COMMANDS.items():
+        sub = subcommands.add_parser(name, help=help, description=help)
+        arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``replicate-audio`` command line and return its exit code.
+
+    Example:
+        >>> main(["simulator", "--port", "8787"])  # doctest: +SKIP
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Fetch a prediction's output: allow-listed, address-checked, size-capped, streamed, retried.
+
+Every URL and redirect hop is checked before connecting, and connected to the checked address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+import httpx
+
+from ._pinning import PinnedHosts
+from .config import Settings
+from .errors import DownloadError, DownloadTooLargeError, OutputExpiredError, URLNotAllowedError
+
+__all__ = ["Downloader", "Resolver", "SystemResolver"]
+
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_SNIFF_BYTES = 64 * 1024  # error and JSON bodies are read at most this far
+
+
+class Resolver(Protocol):
+    """Turns a host name into the IP addresses a connection may use.
+
+    Example:
+        >>> class Fixed:
+        ...     async def resolve(self, host: str, port: int) -> list[str]:
+        ...         return ["151.101.1.1"]
+    """
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """Return the addresses of *host* as strings; raise OSError when it has none."""
+        ...
+
+
+class SystemResolver:
+    """The operating system's resolver, through ``anyio.getaddrinfo``.
+
+    Example:
+        >>> addresses = anyio.run(SystemResolver().resolve, "localhost", 80)  # doctest: +SKIP
+    """
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """Return the distinct addresses of *host*, in the order the system gives them."""
+        try:
+            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except UnicodeError as error:  # IDNA refuses the name: it cannot exist
+            raise socket.gaierror(f"{host!r} is not a valid host name: {error}") from None
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class Downloader:
+    """Downloads prediction outputs through one shared HTTP client.
+
+    The API token (``Bearer``) is sent whenever it is set, and only to URLs and redirect
+    hops that passed the allow-list; a hop that fails the check is refused, never sent.
+
+    Args:
+        settings: allow-list, private-address switch, size cap and API token.
+        transport: an httpx transport (tests); the default one is pinned to checked addresses.
+        resolver: turns host names into addresses for the check (default: the system's).
+        attempts: tries per download, the first included.
+        backoff: base of the full-jitter exponential backoff, in seconds.
+        max_backoff: the longest wait between tries (also caps ``Retry-After``).
+        timeout: httpx timeout for connecting and for each read.
+        temp_dir: where downloads are written (default: the system temp dir).
+
+    Example:
+        >>> async def main() -> None:  # doctest: +SKIP
+        ...     async with Downloader(Settings()) as downloader:
+        ...         async with downloader.fetch("https://replicate.delivery/x/out.wav") as path:
+        ...             print(path.stat().st_size)
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver | None = None,
+        attempts: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        timeout: float | httpx.Timeout = 30.0,
+        temp_dir: Path | None = None,
+    ) -> None:
+        self._settings = settings
+        self._hosts = PinnedHosts(settings, resolver or SystemResolver())
+        self._attempts = max(1, attempts)
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._temp_dir = temp_dir
+        self._client = httpx.AsyncClient(
+            transport=transport or self._hosts.transport(),
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP client and its connections."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Downloader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @contextlib.asynccontextmanager
+    async def fetch(self, url: str) -> AsyncIterator[Path]:
+        """Download *url* and yield the file's path; the file is removed on leaving.
+
+        Example:
+            >>> async with downloader.fetch(url) as path:  # doctest: +SKIP
+            ...     data = path.read_bytes()
+        """
+        path = await self.download(url)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def download(self, url: str) -> Path:
+        """Download *url* into a new temp file, which the caller owns and must remove.
+
+        Raises:
+            URLNotAllowedError: the scheme, host or an address of the URL or a hop is refused.
+            DownloadTooLargeError: the body is larger than ``settings.max_audio_bytes``.
+            OutputExpiredError: 410 Gone, or a ``data_removed`` body.
+            DownloadError: any other failure; ``retryable`` says whether to try later.
+
+        Example:
+            >>> path = await downloader.download(url)  # doctest: +SKIP
+            >>> path.unlink()  # doctest: +SKIP
+        """
+        fd, name = tempfile.mkstemp(prefix="replicate-audio-", dir=self._temp_dir)
+        os.close(fd)
+        path = Path(name)
+        try:
+            reason = "no attempt made"
+            for attempt in range(1, self._attempts + 1):
+                failure = await self._attempt(url, path)
+                if failure is None:
+                    return path
+                reason, retry_after = failure
+                if attempt < self._attempts:
+                    await anyio.sleep(self._delay(attempt, retry_after))
+            raise DownloadError(
+                f"could not download {url} after {self._attempts} attempts: {reason}",
+                url=url,
+                retryable=True,
+            )
+        except BaseException:
+            # Synchronous on purpose: this also runs when the task is being cancelled.
+            path.unlink(missing_ok=True)  # noqa: ASYNC240
+            raise
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self._max_backoff)
+        return random.uniform(0, min(self._max_backoff, self._backoff * 2 ** (attempt - 1)))
+
+    async def _attempt(self, url: str, path: Path) -> tuple[str, float | None] | None:
+        """Try once, following redirects; return why to retry, or None on success."""
+        current = url
+        headers: dict[str, str] = {}
+        if self._settings.api_token:
+            headers["Authorization"] = f"Bearer {self._settings.api_token}"
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                target = await self._hosts.check(current)
+            except OSError as error:
+                return f"could not resolve {current}: {error}", None
+            try:
+                request = self._client.build_request("GET", target, headers=headers)
+                response = await self._client.send(request, stream=True)
+            except httpx.TimeoutException as error:
+                return f"timed out ({type(error).__name__})", None
+            except httpx.TransportError as error:
+                return f"connection failed: {error!r}", None
+            try:
+                location = response.headers.get("location")
+                if response.status_code not in _REDIRECTS or not location:
+                    return await self._receive(response, url, path)
+                try:
+                    current = str(response.url.join(location))
+                except (httpx.InvalidURL, ValueError):
+                    raise URLNotAllowedError(
+                        f"{url} redirected to an invalid URL {location!r}", url=url
+                    ) from None
+            finally:
+                await response.aclose()
+        raise DownloadError(
+            f"{url} redirected more than {MAX_REDIRECTS} times", url=url, retryable=False
+        )
+
+    async def _receive(
+        self, response: httpx.Response, url: str, path: Path
+    ) -> tuple[str, float | None] | None:
+        status = response.status_code
+        if status == 429 or status >= 500:
+            return f"HTTP {status}", _retry_after(response) if status in (429, 503) else None
+        if status >= 400:
+            body = await _head(response)
+            if status == 410 or b"data_removed" in body:
+                raise OutputExpiredError(
+                    f"the output at {url} has expired (HTTP {status})", url=url
+                )
+            detail = body[:200].decode("utf-8", "replace")
+            raise DownloadError(f"HTTP {status} for {url}: {detail}", url=url, retryable=False)
+        if status >= 300 or status < 200:
+            raise DownloadError(f"unexpected HTTP {status} for {url}", url=url, retryable=False)
+        cap = self._settings.max_audio_bytes
+        declared = _content_length(response)
+        if declared is not None and declared > cap:
+            raise DownloadTooLargeError(
+                f"{url} is {declared} bytes, more than the limit of {cap}", url=url
+            )
+        received = 0
+        try:
+            async with await anyio.open_file(path, "wb") as file:
+                async for chunk in response.aiter_bytes():
+                    received += len(chunk)
+                    if received > cap:
+                        raise DownloadTooLargeError(
+                            f"{url} is more than the limit of {cap} bytes", url=url
+                        )
+                    await file.write(chunk)
+        except httpx.TimeoutException as error:
+            return f"timed out reading the body ({type(error).__name__})", None
+        except httpx.TransportError as error:
+            return f"body truncated after {received} bytes: {error!r}", None
+        if declared is not None and received < declared:
+            return f"body truncated: {received} of {declared} bytes", None
+        content_type = response.headers.get("content-type", "")
+        textual = "json" in content_type or "text" in content_type
+        if (
+            textual
+            and received <= _SNIFF_BYTES
+            and b"data_removed" in await anyio.Path(path).read_bytes()
+        ):
+            raise OutputExpiredError(f"the output at {url} has expired (data_removed)", url=url)
+        return None
+
+
+async def _head(response: httpx.Response) -> bytes:
+    """The first bytes of a body (an error page), or what arrived before the connection broke."""
+    body = b""
+    with contextlib.suppress(httpx.TransportError):
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) >= _SNIFF_BYTES:
+                break
+    return body[:_SNIFF_BYTES]
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    # Only delta-seconds; an HTTP date falls back to the jittered backoff.
+    return float(value) if value.isdigit() else None

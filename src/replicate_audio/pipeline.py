@@ -1,0 +1,249 @@
+"""From a recorded prediction to stored audio, exactly once: claim, download, process, complete."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from .download import Downloader
+from .errors import JobNotFoundError, ReplicateAudioError, StorageError
+from .jobs import Job, JobStatus
+from .processors import (
+    AudioPostProcessor,
+    ProcessingContext,
+    get_processor,
+    register_processor,
+)
+from .storage import AudioInfo, LogEntry, Store, call
+from .webhooks import Prediction
+
+__all__ = [
+    "DEFAULT_LEASE",
+    "get_processor",
+    "process_job",
+    "process_webhook_result",
+    "register_processor",
+    "replay",
+]
+
+logger = logging.getLogger("replicate_audio")
+
+#: Seconds a worker may hold a job in ``processing`` before another may take it over.
+DEFAULT_LEASE = 300.0
+
+
+async def _log(
+    processor: AudioPostProcessor, job: Job, status: JobStatus, message: str, store: Store
+) -> None:
+    entry = LogEntry(
+        job_id=job.id,
+        content_type=job.content_type,
+        content_id=job.content_id,
+        status=status,
+        message=message,
+    )
+    with tempfile.TemporaryDirectory(prefix="replicate-audio-") as work:
+        await call(processor.log_result, job, entry, ProcessingContext(store, store, Path(work)))
+
+
+async def _current(store: Store, job_id: str) -> Job:
+    job: Job = await call(store.get_job, job_id)
+    return job
+
+
+async def _give_up(job: Job, reason: str, processor: AudioPostProcessor, store: Store) -> Job:
+    """Park a job as dead with its reason; everything needed to replay it stays on the job."""
+    logger.warning("job %s is dead: %s", job.id, reason)
+    dead: Job | None = await call(
+        store.transition, job.id, expected=[JobStatus.PROCESSING], new=JobStatus.DEAD, error=reason
+    )
+    if dead is None:
+        return await _current(store, job.id)
+    await _log(processor, dead, JobStatus.DEAD, reason, store)
+    return dead
+
+
+async def _keep_claim(store: Store, job_id: str, lease: float) -> None:
+    """Renew the claim every third of the lease, so no sweep hands a slow job to another
+    worker while this one is still on it."""
+    processing = [JobStatus.PROCESSING]
+    while True:
+        await anyio.sleep(lease / 3)
+        try:
+            await call(store.transition, job_id, expected=processing, new=JobStatus.PROCESSING)
+        except StorageError as error:  # the job's own writes will tell; keep working
+            logger.warning("could not renew the claim on job %s: %s", job_id, error)
+
+
+async def _process(
+    job: Job,
+    *,
+    url: str,
+    processor: AudioPostProcessor,
+    store: Store,
+    downloader: Downloader,
+    work: Path,
+    lease: float,
+) -> AudioInfo:
+    """Download and process *url* while renewing the claim on *job*."""
+    outcome: AudioInfo | Exception
+    async with anyio.create_task_group() as group:
+        group.start_soon(_keep_claim, store, job.id, lease)
+        try:
+            async with downloader.fetch(url) as source:
+                context = ProcessingContext(audio_store=store, result_log=store, work_dir=work)
+                outcome = await processor.process_and_store(job, source, context)
+        except Exception as error:  # raised below, outside the group, so it is not wrapped
+            outcome = error
+        group.cancel_scope.cancel()
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+async def _run(
+    job: Job, processor: AudioPostProcessor, store: Store, downloader: Downloader, lease: float
+) -> Job:
+    urls = Prediction.from_dict(job.prediction).output_urls if job.prediction else ()
+    if not urls:
+        reason = "the prediction succeeded without an output URL"
+        return await _give_up(job, reason, processor, store)
+    work = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "replicate-audio-"))
+    try:
+        info = await _process(
+            job,
+            url=urls[0],
+            processor=processor,
+            store=store,
+            downloader=downloader,
+            work=work,
+            lease=lease,
+        )
+    except StorageError:
+        # Our own store is down: hand the job back so a later try can finish it.
+        processing = [JobStatus.PROCESSING]
+        await call(store.transition, job.id, expected=processing, new=JobStatus.RECEIVED)
+        raise
+    except ReplicateAudioError as error:
+        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store)
+    except Exception as error:  # a user's processor failed; keep the job replayable
+        logger.exception("processor %r failed on job %s", processor, job.id)
+        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store)
+    finally:
+        # Shielded: a job cancelled at shutdown still removes its scratch folder.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, work, True)
+    done = await call(
+        store.transition, job.id, expected=[JobStatus.PROCESSING], new=JobStatus.COMPLETED
+    )
+    logger.info("job %s stored %.2fs of %s", job.id, info.duration, info.format)
+    return done if done is not None else await _current(store, job.id)
+
+
+async def process_job(
+    job_id: str,
+    *,
+    store: Store,
+    downloader: Downloader,
+    processors: Mapping[str, AudioPostProcessor] | None = None,
+    lease: float = DEFAULT_LEASE,
+) -> Job:
+    """Do whatever a recorded job still needs, at most once however often it is called.
+
+    A ``received`` job is claimed (compare-and-set), its output downloaded, post-processed by
+    its content type's processor, stored and logged, then marked ``completed``; download or
+    processing failures park it as ``dead`` with the reason. A ``failed`` or ``canceled``
+    job is logged once. Any other job is returned as it is.
+
+    Returns:
+        The job as it is afterwards.
+
+    Raises:
+        JobNotFoundError: no job has this id.
+        StorageError: the store is down (the job is left to be tried again).
+
+    Example:
+        >>> job = await process_job(job.id, store=store, downloader=downloader)  # doctest: +SKIP
+    """
+    job: Job | None = await call(store.get_job, job_id)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    processor = get_processor(job.content_type, processors)
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
+        reason = job.error or (job.prediction or {}).get("error") or job.status.value
+        await _log(processor, job, job.status, str(reason), store)
+        return job
+    if job.status not in (JobStatus.RECEIVED, JobStatus.PROCESSING):
+        return job
+    claimed: Job | None = await call(store.claim_job, job_id, stale_after=lease)
+    if claimed is None:  # another worker has it, or it finished meanwhile
+        return await _current(store, job_id)
+    return await _run(claimed, processor, store, downloader, lease)
+
+
+async def process_webhook_result(
+    content_type: str,
+    content_id: str,
+    prediction: Prediction | Mapping[str, Any],
+    *,
+    store: Store,
+    downloader: Downloader,
+    processors: Mapping[str, AudioPostProcessor] | None = None,
+    webhook_id: str | None = None,
+) -> Job:
+    """Record a prediction for its job and process it: the path every delivery takes.
+
+    The reconciler uses it with predictions fetched from the API; scripts may too. The
+    event is recorded once per *webhook_id* (by default one per prediction and status).
+
+    Raises:
+        JobNotFoundError: no job of this content matches the prediction id.
+        InvalidPayloadError: *prediction* is not a prediction.
+
+    Example:
+        >>> await process_webhook_result("sound_effect", "42", payload, store=store,
+        ...                              downloader=downloader)  # doctest: +SKIP
+    """
+    if not isinstance(prediction, Prediction):
+        prediction = Prediction.from_dict(dict(prediction))
+    job: Job | None = await call(store.get_job, prediction.id)
+    if job is None or (job.content_type, job.content_id) != (content_type, content_id):
+        raise JobNotFoundError(prediction.id)
+    event_id = webhook_id or f"direct:{prediction.id}:{prediction.status}"
+    await call(store.record_event, event_id, prediction.id, prediction.raw)
+    return await process_job(
+        prediction.id, store=store, downloader=downloader, processors=processors
+    )
+
+
+async def replay(
+    job_id: str,
+    *,
+    store: Store,
+    downloader: Downloader,
+    processors: Mapping[str, AudioPostProcessor] | None = None,
+) -> Job:
+    """Run a ``dead`` job again from its recorded prediction.
+
+    Jobs in any other state are returned unchanged: failed and canceled predictions are
+    never retried, and live jobs are already on their way.
+
+    Example:
+        >>> job = await replay("ufawqhfynnddngldkgtslldrkq", store=store,
+        ...                    downloader=downloader)  # doctest: +SKIP
+    """
+    revived = await call(
+        store.transition, job_id, expected=[JobStatus.DEAD], new=JobStatus.RECEIVED, error=None
+    )
+    if revived is None:
+        job: Job | None = await call(store.get_job, job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
+    return await process_job(job_id, store=store, downloader=downloader, processors=processors)

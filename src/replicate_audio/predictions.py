@@ -1,0 +1,308 @@
+"""Create Replicate predictions that report back by webhook, with retries on 429 and 5xx."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import random
+import re
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Collection
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import httpx
+from replicate.client import Client
+from replicate.exceptions import ReplicateError
+
+from .config import ReplicateAudioConfig, Settings
+from .errors import InvalidContentIdError, PredictionError, UnknownContentTypeError
+from .jobs import Job
+from .storage import JobStore, call, call_blocking, shared_store
+
+if TYPE_CHECKING:
+    from replicate.prediction import Prediction as ReplicatePrediction
+
+__all__ = ["RetryPolicy", "acreate_webhook_prediction", "create_webhook_prediction"]
+
+_CONTENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_CONTENT_TYPE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+# The Retry-After of the last response seen by this task or thread; set by a response hook
+# on the clients we build, because replicate's errors do not keep the response headers.
+_retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "replicate_audio_retry_after", default=None
+)
+
+T = TypeVar("T")
+
+
+class RetryPolicy:
+    """How creates are retried on 429 and 5xx: capped, jittered exponential backoff.
+
+    A ``Retry-After`` from Replicate is honoured (up to ``max_delay``).
+
+    Example:
+        >>> RetryPolicy(attempts=3, base_delay=0.0).delay(1, retry_after=None)
+        0.0
+    """
+
+    def __init__(self, *, attempts: int = 5, base_delay: float = 0.5, max_delay: float = 20.0):
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+
+    def delay(self, attempt: int, *, retry_after: float | None) -> float:
+        """Seconds to wait before try number ``attempt + 1``."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay)
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+class _Done:
+    """An awaitable that is already finished."""
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+def _record_retry_after(response: httpx.Response) -> _Done:
+    # One hook serves both clients: the sync client ignores the return value, the async
+    # one awaits it. The context variable is set in the caller's own task or thread.
+    value = response.headers.get("retry-after", "").strip()
+    _retry_after.set(float(value) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]+)?", value) else None)
+    return _Done()
+
+
+# One client per token and API URL, and per event loop: a client's async connections
+# belong to the loop that opened them, and a script may run several loops one after another.
+_clients: weakref.WeakKeyDictionary[object, dict[tuple[str | None, str], Client]] = (
+    weakref.WeakKeyDictionary()
+)
+_clients_lock = threading.Lock()
+
+
+class _NoLoop:
+    """Stands for "no running event loop" as a weak-referenceable key."""
+
+
+_NO_LOOP = _NoLoop()
+
+
+def _current_loop() -> object:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return _NO_LOOP
+
+
+def client_for(settings: Settings) -> Client:
+    """The shared ``Client`` for these settings' token and API URL, in this event loop.
+
+    Example:
+        >>> client_for(Settings()) is client_for(Settings())
+        True
+    """
+    key = (settings.api_token, settings.api_base_url)
+    with _clients_lock:
+        try:
+            clients = _clients.setdefault(_current_loop(), {})
+        except TypeError:  # a loop that cannot be weakly referenced: do not cache
+            clients = {}
+        if key not in clients:
+            # Without a token the replicate client would read REPLICATE_API_TOKEN by itself;
+            # Settings is the one place configuration comes from, so pass it explicitly.
+            clients[key] = Client(
+                api_token=settings.api_token or "",
+                base_url=settings.api_base_url,
+                event_hooks={"response": [_record_retry_after]},
+            )
+        return clients[key]
+
+
+def check_content(content_type: str, content_id: str, known: Collection[str]) -> None:
+    """Refuse a content type that is not registered, or a content id that is not URL-safe.
+
+    Raises:
+        UnknownContentTypeError: *content_type* is not in *known*.
+        InvalidContentIdError: *content_id* is not 1-128 of ``A-Za-z0-9._~-``.
+    """
+    if not isinstance(content_type, str) or content_type not in known:
+        raise UnknownContentTypeError(str(content_type), tuple(sorted(known)))
+    # "." and ".." would be removed from the webhook URL as dot segments by some clients.
+    if (
+        not isinstance(content_id, str)
+        or not _CONTENT_ID.fullmatch(content_id)
+        or content_id in (".", "..")
+    ):
+        raise InvalidContentIdError(
+            f"content id {content_id!r} must be 1-128 characters of letters, digits and -._~"
+        )
+
+
+def _request(config: ReplicateAudioConfig, webhook: str) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "input": dict(config.input),
+        "webhook": webhook,
+        "webhook_events_filter": list(config.webhook_events_filter),
+    }
+    if config.model is not None:
+        params["model"] = config.model
+    else:
+        params["version"] = config.version
+    return params
+
+
+def _error(error: ReplicateError | httpx.TransportError) -> PredictionError:
+    if isinstance(error, httpx.TransportError):
+        return PredictionError(f"could not reach Replicate: {error!r}")
+    detail = error.detail or error.title
+    return PredictionError(
+        f"Replicate refused the prediction ({error.status}): {detail}",
+        status=error.status,
+        detail=error.detail,
+    )
+
+
+def _should_retry(error: Exception) -> bool:
+    if isinstance(error, ReplicateError):
+        return error.status in _RETRYABLE
+    # Only a connection that never opened is safe to retry: the POST was not sent.
+    return isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+def prediction_dict(prediction: Any) -> dict[str, Any]:
+    """A ``replicate`` prediction object as the plain dict Replicate's JSON was."""
+    data: dict[str, Any] = prediction.dict()  # replicate's models are pydantic v1 style
+    return data
+
+
+def _job(content_type: str, content_id: str, config: ReplicateAudioConfig, p: Any) -> Job:
+    return Job(
+        id=p.id,
+        content_type=content_type,
+        content_id=content_id,
+        config=config,
+        prediction=prediction_dict(p),
+    )
+
+
+def _prepare(
+    content_type: str,
+    content_id: str | int,
+    config: ReplicateAudioConfig,
+    settings: Settings | None,
+    content_types: Collection[str] | None,
+) -> tuple[str, Settings, dict[str, Any]]:
+    if content_types is None:
+        from .processors import registered_content_types
+
+        content_types = registered_content_types()
+    content_id = str(content_id) if isinstance(content_id, int) else content_id
+    check_content(content_type, content_id, content_types)
+    settings = settings or Settings.from_env()
+    return content_id, settings, _request(config, settings.webhook_url(content_type, content_id))
+
+
+def create_webhook_prediction(
+    content_type: str,
+    content_id: str | int,
+    config: ReplicateAudioConfig,
+    *,
+    settings: Settings | None = None,
+    client: Client | None = None,
+    store: JobStore | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    content_types: Collection[str] | None = None,
+) -> Job:
+    """Ask Replicate for audio and return at once; the result arrives by webhook.
+
+    The webhook URL is ``{BASE_URL}{prefix}/replicate-webhook/{content_type}/{content_id}``.
+
+    Args:
+        content_type: a registered content type (``sound_effect``, ``background_music``, ...).
+        content_id: the id of the row the audio belongs to; URL-safe.
+        config: the model or version, its input and the target duration.
+        settings: defaults to :meth:`Settings.from_env`.
+        client: a ``replicate.Client``; by default one shared client built from *settings*.
+        store: where the job is recorded before this returns; by default the store of
+            ``REPLICATE_AUDIO_DATABASE`` (a SQLite file unless it is a URL).
+        retry: how 429 and 5xx answers are retried.
+        content_types: the known content types (default: the registered processors).
+
+    Returns:
+        The job, ``pending`` and recorded, whose id is the prediction id.
+
+    Raises:
+        UnknownContentTypeError, InvalidContentIdError: before any request.
+        PredictionError: Replicate refused (401, 402, 404, 422 ...) or kept failing.
+        StorageError: the job could not be recorded.
+
+    Example:
+        >>> job = create_webhook_prediction(  # doctest: +SKIP
+        ...     "sound_effect", 42,
+        ...     ReplicateAudioConfig(model="stability-ai/stable-audio-2.5",
+        ...                          input={"prompt": "thunder", "duration": 5}, duration=4.0))
+    """
+    content_id, settings, params = _prepare(
+        content_type, content_id, config, settings, content_types
+    )
+    client = client or client_for(settings)
+    for attempt in range(1, retry.attempts + 1):
+        _retry_after.set(None)
+        try:
+            prediction = client.predictions.create(**params)
+        except (ReplicateError, httpx.TransportError) as error:
+            if attempt == retry.attempts or not _should_retry(error):
+                raise _error(error) from error
+            time.sleep(retry.delay(attempt, retry_after=_retry_after.get()))
+        else:
+            job = _job(content_type, content_id, config, prediction)
+            recorded: Job = call_blocking(
+                (store or shared_store(settings.database)).create_job, job
+            )
+            return recorded
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def acreate_webhook_prediction(
+    content_type: str,
+    content_id: str | int,
+    config: ReplicateAudioConfig,
+    *,
+    settings: Settings | None = None,
+    client: Client | None = None,
+    store: JobStore | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    content_types: Collection[str] | None = None,
+) -> Job:
+    """The async form of :func:`create_webhook_prediction`, with the same arguments.
+
+    Example:
+        >>> job = await acreate_webhook_prediction("background_music", 7, config)  # doctest: +SKIP
+    """
+    content_id, settings, params = _prepare(
+        content_type, content_id, config, settings, content_types
+    )
+    client = client or client_for(settings)
+    create: Callable[..., Awaitable[ReplicatePrediction]] = client.predictions.async_create
+    for attempt in range(1, retry.attempts + 1):
+        _retry_after.set(None)
+        try:
+            prediction = await create(**params)
+        except (ReplicateError, httpx.TransportError) as error:
+            if attempt == retry.attempts or not _should_retry(error):
+                raise _error(error) from error
+            await anyio.sleep(retry.delay(attempt, retry_after=_retry_after.get()))
+        else:
+            job = _job(content_type, content_id, config, prediction)
+            recorded: Job = await call((store or shared_store(settings.database)).create_job, job)
+            return recorded
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,107 @@
+"""The post-processor template: trim the downloaded audio, store it, log the outcome."""
+
+from __future__ import annotations
+
+import abc
+import functools
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio.to_thread
+import attrs
+
+from ..jobs import Job, JobStatus
+from ..storage import AudioInfo, AudioStore, LogEntry, ResultLog, call
+
+__all__ = ["AudioPostProcessor", "ProcessingContext"]
+
+
+@attrs.frozen
+class ProcessingContext:
+    """What a processor may use while it works: the stores and a private scratch folder."""
+
+    audio_store: AudioStore
+    result_log: ResultLog
+    work_dir: Path
+
+
+class AudioPostProcessor(abc.ABC):
+    """Turns a downloaded prediction output into stored audio.
+
+    :meth:`process_and_store` is the template: :meth:`trim_audio`, then :meth:`store_audio`,
+    then :meth:`log_result`. Subclass and override :meth:`store_audio` and :meth:`log_result`
+    (plain or ``async def``) to write into your own tables.
+
+    Example:
+        >>> class VoiceoverProcessor(AudioPostProcessor):
+        ...     content_type = "voiceover"
+        ...     def store_audio(self, job, path, info, context):
+        ...         my_crud.update_voiceover_audio(job.content_id, path.read_bytes())
+        ...     def log_result(self, job, entry, context):
+        ...         print(entry.message)
+    """
+
+    #: The content type this processor serves, as it appears in webhook URLs.
+    content_type: ClassVar[str]
+    #: Output format ("mp3", "wav", ...); None keeps the format Replicate produced.
+    output_format: str | None = None
+    #: Length of the fade-out applied when trimming, in seconds.
+    fade_out: float = 0.05
+
+    def target_duration(self, job: Job) -> float | None:
+        """How long the stored audio should be: the config's ``duration`` by default."""
+        return job.config.duration if job.config else None
+
+    def trim_audio(self, source: Path, dest: Path, job: Job) -> AudioInfo:
+        """Cut *source* to :meth:`target_duration` with a short fade-out, into *dest*.
+
+        Runs on a worker thread. With no target duration the audio is only re-encoded
+        when :attr:`output_format` asks for another format.
+        """
+        from .. import audio
+
+        duration = self.target_duration(job)
+        info = audio.probe(source)
+        if duration is None and self.output_format in (None, info.format):
+            return info
+        return audio.trim(
+            source, dest, duration=duration, fade_out=self.fade_out, format=self.output_format
+        )
+
+    @abc.abstractmethod
+    def store_audio(self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext) -> Any:
+        """Keep the processed audio at *path* (plain or ``async def``)."""
+
+    @abc.abstractmethod
+    def log_result(self, job: Job, entry: LogEntry, context: ProcessingContext) -> Any:
+        """Record the outcome of *job*: completed, failed, canceled or dead."""
+
+    async def process_and_store(
+        self, job: Job, source: Path, context: ProcessingContext
+    ) -> AudioInfo:
+        """Trim, store and log one downloaded output; the steps run off the event loop.
+
+        Returns:
+            What was stored.
+        """
+        dest = context.work_dir / f"processed.{self.output_format or _suffix(source)}"
+        trim = functools.partial(self.trim_audio, source, dest, job)
+        info = await anyio.to_thread.run_sync(trim)
+        stored = dest if dest.exists() else source
+        await call(self.store_audio, job, stored, info, context)
+        message = f"stored {info.duration:.2f}s of {info.format} ({info.size} bytes)"
+        entry = LogEntry(
+            job_id=job.id,
+            content_type=job.content_type,
+            content_id=job.content_id,
+            status=JobStatus.COMPLETED,
+            message=message,
+            duration=info.duration,
+            size=info.size,
+        )
+        await call(self.log_result, job, entry, context)
+        return info
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lstrip(".") or "bin"

@@ -1,0 +1,133 @@
+"""The simulator's front desk for creates: request checks, throttling, queued faults, records."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from ._predictions import NOT_FOUND, PredictionBook, Problem
+from .faults import CreateRecord, Faults, ModelSpec
+
+EVENTS = frozenset({"start", "output", "logs", "completed"})
+_VERSION = re.compile(r"(?:([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*):)?([0-9a-f]{64})")
+
+
+def parse_create(
+    body: Any, models: Mapping[str, ModelSpec], model_name: str | None
+) -> tuple[ModelSpec, str, dict[str, Any], str | None, frozenset[str]]:
+    """Check a create request as Replicate would: the model, version, input and webhook."""
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad request", "The request body must be a JSON object.")
+    if model_name is not None:
+        spec = models.get(model_name)
+        if spec is None:
+            raise Problem(404, *NOT_FOUND)
+        version = spec.version or "hidden"
+    else:
+        match = _VERSION.fullmatch(str(body.get("version", "")))
+        found = [m for m in models.values() if match and m.version == match.group(2)]
+        if not match or not found or (match.group(1) and match.group(1) != found[0].name):
+            raise Problem(
+                422,
+                "Invalid version or not permitted",
+                "The specified version does not exist (or perhaps you don't have permission "
+                "to use it?)",
+            )
+        spec, version = found[0], match.group(2)
+    data = body.get("input", {})
+    if not isinstance(data, dict):
+        raise Problem(422, "Input validation failed", "- input: must be an object")
+    webhook = body.get("webhook")
+    if webhook is not None and not (
+        isinstance(webhook, str) and re.match(r"https?://[^/\s]+", webhook)
+    ):
+        raise Problem(422, "Invalid webhook", f"- webhook: {webhook!r} is not an http(s) URL")
+    events = body.get("webhook_events_filter") or sorted(EVENTS)
+    if not isinstance(events, list) or not set(events) <= EVENTS:
+        raise Problem(
+            422,
+            "Invalid webhook_events_filter",
+            f"- webhook_events_filter: must be a subset of {sorted(EVENTS)}",
+        )
+    return spec, version, data, webhook, frozenset(events)
+
+
+class CreateDesk:
+    """Answers create requests: 429s while throttled, else checks them and books a prediction.
+
+    The faults for new predictions live here too: the standing ones and a queue of one-offs.
+    """
+
+    def __init__(
+        self, *, book: PredictionBook, models: Mapping[str, ModelSpec], lock: threading.RLock
+    ) -> None:
+        self._book, self._models, self._lock = book, models, lock
+        self._faults = Faults()
+        self._throttle = 0
+        self._queued: deque[Faults] = deque()
+        self.records: list[CreateRecord] = []
+
+    @property
+    def faults(self) -> Faults:
+        """The standing faults; setting them restarts the count of throttled creates."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        with self._lock:
+            self._faults = faults
+            self._throttle = faults.rate_limit_creates
+
+    def queue(self, faults: Faults) -> None:
+        """Queue one-off faults for the next create, adding their throttled creates."""
+        with self._lock:
+            self._queued.append(faults)
+            self._throttle += faults.rate_limit_creates
+
+    def create(
+        self, path: str, body: Any, headers: dict[str, str], model: str | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Answer one create request (status, JSON body, extra headers) and record it."""
+        extra: dict[str, str] = {}
+        prediction_id = None
+        try:
+            with self._lock:
+                if self._throttle > 0:
+                    self._throttle -= 1
+                    retry_after = (self._queued[0] if self._queued else self._faults).retry_after
+                    extra["Retry-After"] = str(retry_after)
+                    raise Problem(
+                        429,
+                        "Request was throttled",
+                        f"Request was throttled. Expected available in {retry_after} second.",
+                    )
+                spec, version, data, webhook, events = parse_create(body, self._models, model)
+                faults = self._queued[0] if self._queued else self._faults
+                answer = self._book.create(
+                    spec=spec,
+                    version=version,
+                    data=data,
+                    webhook=webhook,
+                    events=events,
+                    faults=faults,
+                )
+                if self._queued:
+                    self._queued.popleft()
+            status, prediction_id = 201, answer["id"]
+        except Problem as problem:
+            status, answer = problem.status, problem.body()
+        record = CreateRecord(
+            path=path,
+            body=body,
+            headers=headers,
+            status_code=status,
+            prediction_id=prediction_id,
+            time=time.time(),
+        )
+        with self._lock:
+            self.records.append(record)
+        return status, answer, extra

@@ -1,0 +1,257 @@
+"""The simulator's predictions: create checks, the lifecycle, and the JSON Replicate sends."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._delivery import Delivery, WebhookSender
+from .faults import DeliveryRecord, Faults, ModelSpec
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+FORMATS = ("mp3", "wav")
+MAX_SECONDS = 600.0
+
+
+class Problem(Exception):
+    """An error answer in Replicate's problem-details shape."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(f"{status} {title}: {detail}")
+        self.status, self.title, self.detail = status, title, detail
+
+    def body(self) -> dict[str, Any]:
+        return {"title": self.title, "detail": self.detail, "status": self.status}
+
+
+NOT_FOUND = ("Not found", "The requested resource could not be found.")
+
+
+def new_prediction_id() -> str:
+    """A Replicate-like id: 26 characters of lowercase base32."""
+    return base64.b32encode(os.urandom(20)).decode("ascii").lower()[:26]
+
+
+def _stamp(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    when = datetime.datetime.fromtimestamp(moment, datetime.timezone.utc)
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@attrs.define
+class SimulatedPrediction:
+    """One prediction's mutable state, guarded by the book's lock."""
+
+    id: str
+    model: ModelSpec
+    version: str
+    input: dict[str, Any]
+    webhook: str | None
+    events: frozenset[str]
+    faults: Faults
+    duration: float
+    output_format: str
+    created_at: float
+    status: str = "starting"
+    started_at: float | None = None
+    completed_at: float | None = None
+    output: Any = None
+    error: str | None = None
+    logs: str = ""
+    downloads: int = 0
+
+    def to_json(self, base_url: str) -> dict[str, Any]:
+        api = f"{base_url}/v1/predictions/{self.id}"
+        metrics: dict[str, float] = {}
+        if self.started_at is not None and self.completed_at is not None:
+            metrics["predict_time"] = round(self.completed_at - self.started_at, 6)
+            metrics["total_time"] = round(self.completed_at - self.created_at, 6)
+        return {
+            "id": self.id,
+            "model": self.model.name,
+            "version": self.version,
+            "input": self.input,
+            "logs": self.logs,
+            "output": self.output,
+            "data_removed": self.faults.expired and self.status in TERMINAL,
+            "error": self.error,
+            "status": self.status,
+            "source": "api",
+            "created_at": _stamp(self.created_at),
+            "started_at": _stamp(self.started_at),
+            "completed_at": _stamp(self.completed_at),
+            "urls": {"get": api, "cancel": f"{api}/cancel", "web": f"{base_url}/p/{self.id}"},
+            "metrics": metrics,
+        }
+
+
+def _seconds(value: Any, key: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_SECONDS
+    ):
+        raise Problem(
+            422, "Input validation failed", f"- input.{key}: must be a number in (0, {MAX_SECONDS}]"
+        )
+    return float(value)
+
+
+class PredictionBook:
+    """All predictions, their lifecycle on the scheduler, and the webhooks each step emits."""
+
+    def __init__(
+        self,
+        *,
+        run_time: float,
+        lock: threading.RLock,
+        seed: int,
+        record: Callable[[DeliveryRecord], None],
+    ) -> None:
+        self.run_time = run_time
+        self.lock = lock
+        self.predictions: dict[str, SimulatedPrediction] = {}
+        self._rng = random.Random(seed)
+        self._record = record
+        # Wired by the simulator when it starts.
+        self.base_url = ""
+        self.call_later: Callable[[float, Callable[[], None]], None] = lambda d, c: None
+        self.sender: WebhookSender | None = None
+
+    def create(
+        self,
+        *,
+        spec: ModelSpec,
+        version: str,
+        data: dict[str, Any],
+        webhook: str | None,
+        events: frozenset[str],
+        faults: Faults,
+    ) -> dict[str, Any]:
+        duration = 8.0 if spec.default_duration is None else spec.default_duration
+        for key in ("duration", "seconds_total"):
+            if key in data:
+                duration = _seconds(data[key], key)
+        output_format = data.get("output_format", spec.output_format)
+        if output_format not in FORMATS:
+            raise Problem(
+                422, "Input validation failed", f"- input.output_format: must be one of {FORMATS}"
+            )
+        prediction = SimulatedPrediction(
+            id=new_prediction_id(),
+            model=spec,
+            version=version,
+            input=json.loads(json.dumps(data)),
+            webhook=webhook,
+            events=events,
+            faults=faults,
+            duration=duration,
+            output_format=output_format,
+            created_at=time.time(),
+        )
+        run_time = self.run_time if spec.run_time is None else spec.run_time
+        with self.lock:
+            self.predictions[prediction.id] = prediction
+            self.emit(prediction, "start")
+            answer = prediction.to_json(self.base_url)
+        self.call_later(run_time * 0.25, lambda: self._process(prediction))
+        if faults.cancel:
+            self.call_later(run_time * 0.5, lambda: self.finish(prediction, "canceled"))
+        outcome = "failed" if faults.fail_with is not None else "succeeded"
+        self.call_later(run_time, lambda: self.finish(prediction, outcome))
+        return answer
+
+    def get(self, prediction_id: str) -> SimulatedPrediction:
+        with self.lock:
+            prediction = self.predictions.get(prediction_id)
+        if prediction is None:
+            raise Problem(404, *NOT_FOUND)
+        return prediction
+
+    def _process(self, prediction: SimulatedPrediction) -> None:
+        with self.lock:
+            if prediction.status != "starting":
+                return
+            prediction.status = "processing"
+            prediction.started_at = time.time()
+            prediction.logs += f"Using seed: 1\nGenerating {prediction.duration:g} s of audio\n"
+            self.emit(prediction, "logs")
+
+    def finish(self, prediction: SimulatedPrediction, status: str) -> None:
+        """Move *prediction* to *status* (terminal), unless it already finished."""
+        with self.lock:
+            if prediction.status in TERMINAL:
+                return
+            now = time.time()
+            prediction.started_at = prediction.started_at or now
+            if status == "succeeded":
+                name = "out-0" if prediction.model.output_as_list else "output"
+                url = f"{self.base_url}/files/{prediction.id}/{name}.{prediction.output_format}"
+                prediction.output = [url] if prediction.model.output_as_list else url
+                prediction.logs += "Done.\n"
+                self.emit(prediction, "output")
+            elif status == "failed":
+                prediction.error = prediction.faults.fail_with
+                prediction.logs += f"Traceback (most recent call last):\n{prediction.error}\n"
+            prediction.status = status
+            prediction.completed_at = now
+            self.emit(prediction, "completed")
+            if self.sender is not None:
+                self.sender.release(prediction.id)
+
+    def emit(self, prediction: SimulatedPrediction, event: str) -> None:
+        """Queue the webhook for *event*, if asked for; called with the lock held, in order."""
+        if prediction.webhook is None or event not in prediction.events or self.sender is None:
+            return
+        delivery = Delivery(
+            prediction_id=prediction.id,
+            webhook_id=webhook_id(),
+            event=event,
+            status=prediction.status,
+            url=prediction.webhook,
+            body=json.dumps(prediction.to_json(self.base_url)).encode(),
+            terminal=event == "completed",
+            faults=prediction.faults,
+        )
+        ratio = prediction.faults.drop_ratio
+        if not (ratio and self._rng.random() < ratio):
+            self.sender.enqueue(delivery)
+            return
+        self._record(
+            DeliveryRecord(
+                prediction_id=prediction.id,
+                webhook_id=delivery.webhook_id,
+                event=event,
+                status=prediction.status,
+                url=prediction.webhook,
+                attempt=0,
+                copy=0,
+                status_code=None,
+                error="dropped (drop_ratio fault)",
+                dropped=True,
+                time=time.time(),
+                body=delivery.body,
+                headers={},
+            )
+        )
+
+    def busy(self) -> int:
+        """How many predictions have not finished yet."""
+        with self.lock:
+            return sum(p.status not in TERMINAL for p in self.predictions.values())
+
+
+def webhook_id() -> str:
+    """A fresh delivery id in the ``msg_...`` form."""
+    return f"msg_{secrets.token_hex(12)}"

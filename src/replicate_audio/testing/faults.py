@@ -1,0 +1,140 @@
+"""What the simulator can get wrong on purpose (``Faults``), and the records it keeps for tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ..errors import ConfigurationError
+
+__all__ = ["CreateRecord", "DeliveryRecord", "DownloadRecord", "Faults", "ModelSpec"]
+
+
+def _not_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ConfigurationError(f"Faults.{attribute.name}", f"must be >= 0, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Faults:
+    """Misbehaviour for a simulator (``sim.faults``) or for one prediction.
+
+    Each field is off by default. Download counts apply per prediction ("the first N
+    downloads of this prediction's output").
+
+    Attributes:
+        duplicates: send every webhook this many times in all, all with the same
+            ``webhook-id`` (0 or 1: once).
+        out_of_order: hold this prediction's webhooks and send them newest first, once the
+            prediction has finished (the terminal event arrives before ``start``).
+        drop_ratio: the share of webhooks never sent (drawn from the simulator's seeded
+            random generator; 1.0 drops them all). ``GET`` still shows the real state.
+        delay: seconds to wait before sending each webhook.
+        fail_with: the prediction fails with this error message instead of succeeding.
+        cancel: the prediction is canceled half way through its run.
+        download_errors: the first N downloads answer 503.
+        truncate_downloads: the first N downloads send half the file, then close.
+        slow_downloads: the first N downloads stall ``slow_download_seconds`` after the
+            first bytes.
+        slow_download_seconds: how long a slow download stalls.
+        expired: downloads answer 410 (``data_removed``), and ``GET`` shows
+            ``data_removed: true``.
+        wrong_signature: webhooks are signed with a secret nobody knows.
+        clock_skew: seconds added to the ``webhook-timestamp`` (negative: in the past).
+        rate_limit_creates: the next N creates answer 429 with ``Retry-After``.
+        retry_after: the ``Retry-After`` seconds of those 429s.
+
+    Example:
+        >>> Faults(duplicates=3, drop_ratio=0.5).duplicates
+        3
+    """
+
+    duplicates: int = attrs.field(default=0, validator=_not_negative)
+    out_of_order: bool = False
+    drop_ratio: float = attrs.field(default=0.0, validator=_not_negative)
+    delay: float = attrs.field(default=0.0, validator=_not_negative)
+    fail_with: str | None = None
+    cancel: bool = False
+    download_errors: int = attrs.field(default=0, validator=_not_negative)
+    truncate_downloads: int = attrs.field(default=0, validator=_not_negative)
+    slow_downloads: int = attrs.field(default=0, validator=_not_negative)
+    slow_download_seconds: float = attrs.field(default=2.0, validator=_not_negative)
+    expired: bool = False
+    wrong_signature: bool = False
+    clock_skew: int = 0
+    rate_limit_creates: int = attrs.field(default=0, validator=_not_negative)
+    retry_after: int = attrs.field(default=1, validator=_not_negative)
+
+
+@attrs.frozen(kw_only=True)
+class ModelSpec:
+    """One model the simulator serves: its name, optional version, run time and output shape.
+
+    Example:
+        >>> ModelSpec(name="meta/musicgen", run_time=0.5).output_format
+        'mp3'
+    """
+
+    name: str
+    version: str | None = None
+    run_time: float | None = None
+    output_format: str = "mp3"
+    output_as_list: bool = False
+    default_duration: float = 8.0
+
+
+@attrs.frozen(kw_only=True)
+class CreateRecord:
+    """One create request the simulator received, whatever it answered.
+
+    ``body`` is the parsed JSON (``None`` when it was not JSON); ``prediction_id`` is
+    ``None`` when the create was refused.
+    """
+
+    path: str
+    body: Any
+    headers: dict[str, str] = attrs.field(repr=False)
+    status_code: int
+    prediction_id: str | None
+    time: float
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryRecord:
+    """One webhook attempt: which event, to where, and how the receiver answered.
+
+    ``status_code`` is ``None`` when no answer came (``error`` says why) or when the
+    delivery was ``dropped`` on purpose. ``copy`` counts duplicates from 1; ``attempt``
+    counts retries of that copy from 1.
+    """
+
+    prediction_id: str
+    webhook_id: str
+    event: str
+    status: str
+    url: str
+    attempt: int
+    copy: int
+    status_code: int | None
+    error: str | None
+    dropped: bool
+    time: float
+    body: bytes = attrs.field(repr=False)
+    headers: dict[str, str] = attrs.field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the receiver answered 2xx."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@attrs.frozen(kw_only=True)
+class DownloadRecord:
+    """One output download served: the path, the status sent, and the fault applied if any."""
+
+    prediction_id: str | None
+    path: str
+    status_code: int
+    fault: str | None
+    time: float

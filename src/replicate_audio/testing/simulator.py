@@ -1,0 +1,291 @@
+"""ReplicateSimulator: a local Replicate on 127.0.0.1 running predictions, sending signed webhooks.
+
+For tests, local development and the demo; it needs only the core dependencies.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..config import AllowedOrigin, Settings
+from ..errors import ConfigurationError, ReplicateAudioError
+from ._delivery import Scheduler, WebhookSender
+from ._intake import CreateDesk
+from ._introspection import SimulatorIntrospection
+from ._outputs import DownloadPlan, OutputFiles
+from ._predictions import FORMATS, PredictionBook
+from ._simulator_http import SimulatorServer
+from .faults import DeliveryRecord, DownloadRecord, Faults, ModelSpec
+from .signing import generate_secret
+
+if TYPE_CHECKING:
+    from replicate.client import Client
+
+__all__ = ["MUSICGEN_VERSION", "ReplicateSimulator"]
+
+#: The fixed version id of the simulated ``meta/musicgen``.
+MUSICGEN_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
+
+
+class ReplicateSimulator(SimulatorIntrospection):
+    """A real HTTP server that answers like Replicate's API and sends signed webhooks.
+
+    The real ``replicate`` client works against it unmodified. It serves
+    ``stability-ai/stable-audio-2.5`` (create by model) and ``meta/musicgen`` (create by
+    version :data:`MUSICGEN_VERSION`); add more with :meth:`add_model`.
+
+    Args:
+        host: the address to listen on.
+        port: the port (0: any free port; read it back from :attr:`url`).
+        api_token: the bearer token it accepts (random by default).
+        secret: the ``whsec_...`` webhook signing secret (random by default).
+        run_time: seconds a prediction takes, unless its model says otherwise.
+        faults: misbehaviour for every prediction (see :class:`Faults`).
+        seed: seeds the generator that decides which webhooks ``drop_ratio`` drops.
+        webhook_retry_delays: the pauses between retries of a failed terminal webhook.
+        webhook_timeout: seconds to wait for a webhook receiver to answer.
+
+    Example:
+        >>> with ReplicateSimulator(run_time=0.1) as sim:
+        ...     prediction = sim.client().predictions.create(
+        ...         model="stability-ai/stable-audio-2.5", input={"prompt": "rain", "duration": 1})
+        ...     sim.wait_for_prediction(prediction.id)["status"]
+        'succeeded'
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_token: str | None = None,
+        secret: str | None = None,
+        run_time: float = 1.0,
+        faults: Faults | None = None,
+        seed: int = 0,
+        webhook_retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
+        webhook_timeout: float = 5.0,
+    ) -> None:
+        self.host, self._port = host, port
+        self.api_token = api_token or f"r8_sim_{secrets.token_hex(16)}"
+        self.secret = secret or generate_secret()
+        self.webhook_retry_delays = tuple(webhook_retry_delays)
+        self.webhook_timeout = webhook_timeout
+        self._lock = threading.RLock()
+        self._book = PredictionBook(
+            run_time=run_time, lock=self._lock, seed=seed, record=self._record_delivery
+        )
+        self._models: dict[str, ModelSpec] = {}
+        self._desk = CreateDesk(book=self._book, models=self._models, lock=self._lock)
+        self._deliveries: list[DeliveryRecord] = []
+        self._downloads: list[DownloadRecord] = []
+        self._stopping = threading.Event()
+        self._server: SimulatorServer | None = None
+        self._scheduler: Scheduler | None = None
+        self._sender: WebhookSender | None = None
+        self._outputs: OutputFiles | None = None
+        self.faults = faults or Faults()
+        self.add_model("stability-ai/stable-audio-2.5")
+        self.add_model("meta/musicgen", version=MUSICGEN_VERSION, output_format="wav")
+
+    # -- life ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:54321`` (pass it as the client's base_url)."""
+        if self._server is None:
+            raise ReplicateAudioError("the simulator is not running; call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> ReplicateSimulator:
+        """Bind the port and start serving; :meth:`stop` undoes it. Returns ``self``.
+
+        Example:
+            >>> sim = ReplicateSimulator().start()
+            >>> sim.url.startswith("http://127.0.0.1:")
+            True
+            >>> sim.stop()
+        """
+        if self._server is not None:
+            raise ReplicateAudioError("this simulator was already started; make a new one")
+        self._server = SimulatorServer((self.host, self._port), self)
+        self._outputs = OutputFiles()
+        self._scheduler = Scheduler()
+        self._sender = WebhookSender(
+            secret=self.secret,
+            scheduler=self._scheduler,
+            retry_delays=self.webhook_retry_delays,
+            timeout=self.webhook_timeout,
+            record=self._record_delivery,
+        )
+        self._book.base_url = self.url
+        self._book.call_later = self._scheduler.call_later
+        self._book.sender = self._sender
+        self._scheduler.start()
+        threading.Thread(
+            target=self._server.serve_forever,
+            args=(0.05,),
+            name="replicate-sim-http",
+            daemon=True,
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, drop pending webhooks and delete the synthesised audio."""
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        if self._sender is not None:
+            self._sender.close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._outputs is not None:
+            self._outputs.close()
+
+    def __enter__(self) -> ReplicateSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> ReplicateSimulator:
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(self.start)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(self.stop)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def add_model(
+        self,
+        name: str,
+        *,
+        version: str | None = None,
+        run_time: float | None = None,
+        output_format: str = "mp3",
+        output_as_list: bool = False,
+        default_duration: float = 8.0,
+    ) -> ModelSpec:
+        """Serve (or replace) a model; with *version* it can also be created by version.
+
+        Example:
+            >>> ReplicateSimulator().add_model("acme/beeps", run_time=0.05).name
+            'acme/beeps'
+        """
+        if output_format not in FORMATS:
+            raise ConfigurationError(
+                "output_format", f"must be one of {FORMATS}, not {output_format!r}"
+            )
+        spec = ModelSpec(
+            name=name,
+            version=version,
+            run_time=run_time,
+            output_format=output_format,
+            output_as_list=output_as_list,
+            default_duration=default_duration,
+        )
+        with self._lock:
+            self._models[name] = spec
+        return spec
+
+    @property
+    def faults(self) -> Faults:
+        """The faults every new prediction gets (unless some were queued for it)."""
+        return self._desk.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._desk.faults = faults
+
+    def queue_faults(self, faults: Faults) -> None:
+        """Give *faults* to the next prediction created (its ``rate_limit_creates`` 429s first).
+
+        Example:
+            >>> ReplicateSimulator().queue_faults(Faults(duplicates=3))
+        """
+        self._desk.queue(faults)
+
+    def set_faults(self, prediction_id: str, faults: Faults) -> None:
+        """Replace the faults of one prediction, for its events and downloads from now on."""
+        prediction = self._prediction(prediction_id)
+        with self._lock:
+            prediction.faults = faults
+
+    def settings(self, **overrides: Any) -> Settings:
+        """:class:`Settings` pointed at this simulator, with *overrides* applied.
+
+        Example:
+            >>> with ReplicateSimulator() as sim:
+            ...     sim.settings(base_url="http://127.0.0.1:8000").api_base_url == sim.url
+            True
+        """
+        values: dict[str, Any] = {
+            "api_base_url": self.url,
+            "api_token": self.api_token,
+            "webhook_secrets": (self.secret,),
+            "allowed_output_hosts": (AllowedOrigin.parse(self.url),),
+            "allow_private_output_hosts": True,
+        }
+        return Settings(**(values | overrides))
+
+    def client(self) -> Client:
+        """The real ``replicate.Client``, pointed at this simulator with its token."""
+        from replicate.client import Client
+
+        return Client(api_token=self.api_token, base_url=self.url)
+
+    # -- used by the HTTP handler and the lifecycle --------------------------------------
+
+    def _create(
+        self, path: str, body: Any, headers: dict[str, str], model: str | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return self._desk.create(path, body, headers, model)
+
+    def _json(self, prediction_id: str) -> dict[str, Any]:
+        prediction = self._book.get(prediction_id)
+        with self._lock:
+            return prediction.to_json(self.url)
+
+    def _cancel(self, prediction_id: str) -> dict[str, Any]:
+        prediction = self._book.get(prediction_id)
+        self._book.finish(prediction, "canceled")
+        with self._lock:
+            return prediction.to_json(self.url)
+
+    def _record_delivery(self, record: DeliveryRecord) -> None:
+        with self._lock:
+            self._deliveries.append(record)
+
+    def _plan_download(self, prediction_id: str, name: str, path: str) -> DownloadPlan:
+        with self._lock:
+            prediction = self._book.predictions.get(prediction_id)
+        if self._outputs is None:
+            plan = DownloadPlan(503)
+        else:
+            plan = self._outputs.plan(prediction, name, self._lock)
+        record = DownloadRecord(
+            prediction_id=prediction_id,
+            path=path,
+            status_code=plan.status,
+            fault=plan.fault,
+            time=time.time(),
+        )
+        with self._lock:
+            self._downloads.append(record)
+        return plan

@@ -1,0 +1,217 @@
+"""The example apps on real servers (uvicorn for FastAPI, threaded werkzeug for Flask) against the
+simulator: parallel requests, duplicate and reordered deliveries, every status code, restarts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from example_requests import request_audio, wait_terminal
+from replicate_audio import JobStatus
+from replicate_audio.app import ReplicateAudio
+from replicate_audio.dispatch import JobRunner
+from replicate_audio.download import Downloader
+from replicate_audio.examples.catalog import Catalog, catalog_processors
+from replicate_audio.storage import SQLiteStore
+from replicate_audio.testing import Faults, ReplicateSimulator, sign_webhook
+from replicate_audio.testing.servers import listen, serve_asgi, serve_wsgi
+
+Serve = Callable[[Catalog, ReplicateAudio, socket.socket], AbstractContextManager[None]]
+
+
+@contextmanager
+def serve_fastapi(catalog: Catalog, audio: ReplicateAudio, sock: socket.socket) -> Iterator[None]:
+    from replicate_audio.examples.fastapi_app import create_app
+
+    with serve_asgi(create_app(catalog, audio), sock):
+        yield
+
+
+@contextmanager
+def serve_flask(catalog: Catalog, audio: ReplicateAudio, sock: socket.socket) -> Iterator[None]:
+    from replicate_audio.examples.flask_app import create_app
+
+    app = create_app(catalog, audio)
+    try:
+        with serve_wsgi(app, sock):
+            yield
+    finally:
+        app.extensions["replicate_audio"].close()
+
+
+@pytest.fixture(params=["fastapi", "flask"])
+def serve(request: pytest.FixtureRequest) -> Serve:
+    return {"fastapi": serve_fastapi, "flask": serve_flask}[request.param]
+
+
+class Deployment:
+    """The example app with its catalog and job store in one folder, servable again and again."""
+
+    def __init__(self, simulator: ReplicateSimulator, folder: Path, serve: Serve) -> None:
+        self.simulator, self.folder, self._serve = simulator, folder, serve
+        self.sock = listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.settings = simulator.settings(base_url=self.url)
+        self.catalog = Catalog(folder / "app.sqlite3")
+        self.store = SQLiteStore(folder / "jobs.sqlite3")
+
+    @contextmanager
+    def running(self, **options: Any) -> Iterator[httpx.Client]:
+        sock = self.sock.dup()  # each run serves on the same port
+        audio = ReplicateAudio(
+            self.settings,
+            self.store,
+            processors=catalog_processors(self.catalog),
+            downloader=Downloader(self.settings, backoff=0.01, max_backoff=0.05),
+            sweep_interval=0,
+            **options,
+        )
+        with self._serve(self.catalog, audio, sock), httpx.Client(base_url=self.url) as client:
+            yield client
+
+
+@pytest.fixture
+def deployment(simulator: ReplicateSimulator, tmp_path: Path, serve: Serve) -> Iterator[Deployment]:
+    deployed = Deployment(simulator, tmp_path, serve)
+    yield deployed
+    deployed.store.close()
+    deployed.sock.close()
+
+
+def test_twenty_parallel_requests_stored_exactly_once(deployment: Deployment) -> None:
+    """10 sound effects and 10 music tracks at once, every webhook thrice and reordered: each
+    piece of audio is downloaded and stored exactly once."""
+    sim = deployment.simulator
+    sim.faults = Faults(duplicates=3, out_of_order=True)
+    with deployment.running() as client:
+        paths = request_audio(client, effects=10, tracks=10)
+        rows = [wait_terminal(client, path) for path in paths]
+    assert [row["status"] for row in rows] == ["completed"] * 20
+    assert all(row.get("audio_data_b64") or row.get("background_music_audio_b64") for row in rows)
+    sim.wait_idle()
+    job_ids = {row["job_id"] for row in rows}
+    assert len(job_ids) == 20
+    for job_id in job_ids:
+        downloads = [d for d in sim.downloads if d.prediction_id == job_id]
+        assert len(downloads) == 1, job_id
+        assert [e.status for e in deployment.store.list_logs(job_id)] == [JobStatus.COMPLETED]
+        copies = [d for d in sim.deliveries if d.prediction_id == job_id and d.ok]
+        assert len(copies) >= 6
+
+
+def signed_post(client: httpx.Client, path: str, body: bytes, secret: str) -> httpx.Response:
+    return client.post(path, content=body, headers=sign_webhook(body, secret))
+
+
+def test_every_status_code(deployment: Deployment) -> None:
+    """Each refusal answers its status with a JSON reason, and nothing is stored for it."""
+    sim = deployment.simulator
+    sim.faults = Faults(drop_ratio=1.0)  # we deliver by hand
+    with deployment.running() as client:
+        answer = client.post("/api/sound-effects", json={"prompt": "x", "duration": 1})
+        effect_id, job_id = answer.json()["id"], answer.json()["job_id"]
+        prediction = sim.wait_for_prediction(job_id)
+        body = json.dumps(prediction).encode()
+        route = f"/api/replicate-webhook/sound_effect/{effect_id}"
+        secret = sim.secret
+        stale = sign_webhook(body, secret, timestamp=int(time.time()) - 3600)
+        other = json.dumps(prediction | {"id": "someoneelse"}).encode()
+        cases = [
+            (401, client.post(route, content=body)),
+            (401, client.post(route, content=body, headers=sign_webhook(body, "whsec_AAAA"))),
+            (401, client.post(route, content=body, headers=stale)),
+            (401, client.post(route, content=body + b" ", headers=sign_webhook(body, secret))),
+            (400, signed_post(client, route, b"{not json", secret)),
+            (400, signed_post(client, route, b'{"hello": "world"}', secret)),
+            (404, signed_post(client, "/api/replicate-webhook/voiceover/1", body, secret)),
+            (404, signed_post(client, route, other, secret)),
+            (404, signed_post(client, "/api/replicate-webhook/sound_effect/999", body, secret)),
+            (404, signed_post(client, "/api/replicate-webhook/background_music/1", body, secret)),
+            (413, signed_post(client, route, b" " * (10 * 1024 * 1024 + 1), secret)),
+            (405, client.get(route)),
+            (405, client.put(route, content=body)),
+            (404, client.get("/api/replicate-audio/jobs/nope")),
+        ]
+        for expected, response in cases:
+            assert response.status_code == expected, (expected, response.text)
+            assert response.json()["detail"]
+        assert client.get(f"/api/sound-effects/{effect_id}").json()["status"] == "pending"
+        assert deployment.store.get_audio("sound_effect", str(effect_id)) is None
+        assert sim.downloads == []
+
+        once = sign_webhook(body, secret, webhook_id="msg_one")
+        first = client.post(route, content=body, headers=once)
+        again = client.post(route, content=body, headers=once)
+        assert (first.status_code, first.json()["duplicate"]) == (200, False)
+        assert (again.status_code, again.json()["duplicate"]) == (200, True)
+        row = wait_terminal(client, f"/api/sound-effects/{effect_id}")
+        assert row["status"] == "completed"
+        job = client.get(f"/api/replicate-audio/jobs/{job_id}").json()
+        assert {k: job[k] for k in ("id", "status", "content_type", "content_id", "error")} == {
+            "id": job_id,
+            "status": "completed",
+            "content_type": "sound_effect",
+            "content_id": str(effect_id),
+            "error": None,
+        }
+        assert job["created_at"] <= job["updated_at"]
+
+
+class HeldDispatcher:
+    """Takes jobs and never runs them: the process 'dies' between receipt and processing."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    @asynccontextmanager
+    async def running(self, runner: JobRunner) -> AsyncIterator[None]:
+        yield
+
+    async def submit(self, job_id: str) -> None:
+        self.held.append(job_id)
+
+
+def test_restart_between_receipt_and_processing(deployment: Deployment) -> None:
+    """A job whose webhook was recorded but never processed completes after a restart."""
+    sim = deployment.simulator
+    held = HeldDispatcher()
+    with deployment.running(dispatcher=held) as client:
+        answer = client.post("/api/sound-effects", json={"prompt": "x", "duration": 1})
+        effect_id, job_id = answer.json()["id"], answer.json()["job_id"]
+        sim.wait_until(lambda: job_id in held.held)
+        assert client.get(f"/api/sound-effects/{effect_id}").json()["status"] == "received"
+    assert sim.downloads == []
+    with deployment.running() as client:
+        row = wait_terminal(client, f"/api/sound-effects/{effect_id}")
+    assert row["status"] == "completed"
+    assert len(sim.downloads) == 1
+
+
+def test_openapi_lists_the_routes() -> None:
+    """The FastAPI router's routes appear in the app's OpenAPI with their schemas."""
+    from fastapi import FastAPI
+
+    from replicate_audio import Settings
+    from replicate_audio.adapters.fastapi import create_router
+    from replicate_audio.storage import MemoryStore
+
+    app = FastAPI()
+    audio = ReplicateAudio(Settings(), MemoryStore(), sweep_interval=0)
+    app.include_router(create_router(audio), prefix="/api")
+    schema = app.openapi()
+    hook = schema["paths"]["/api/replicate-webhook/{content_type}/{content_id}"]["post"]
+    assert set(hook["responses"]) >= {"200", "400", "401", "404", "413"}
+    assert hook["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "id",
+        "status",
+    ]
+    jobs = schema["paths"]["/api/replicate-audio/jobs/{job_id}"]["get"]
+    assert "JobOut" in json.dumps(jobs["responses"]["200"])

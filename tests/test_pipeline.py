@@ -1,0 +1,527 @@
+"""The processing pipeline end to end: simulator -> signed webhook -> download -> trim -> store."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import tempfile
+import threading
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import httpx
+import pytest
+
+from replicate_audio import (
+    AudioPostProcessor,
+    Job,
+    JobStatus,
+    ProcessingContext,
+    ReplicateAudioConfig,
+    Settings,
+)
+from replicate_audio.app import ReplicateAudio
+from replicate_audio.audio import probe
+from replicate_audio.download import Downloader
+from replicate_audio.pipeline import process_webhook_result
+from replicate_audio.processors import default_processors
+from replicate_audio.storage import AudioInfo, LogEntry, SQLiteStore, Store
+from replicate_audio.testing import Faults, ReplicateSimulator, sign_webhook
+from webhook_receiver import WebhookReceiver
+
+MP3_FRAME = 1152 / 44100
+EFFECT_MODEL = "stability-ai/stable-audio-2.5"
+MUSIC_VERSION = "meta/musicgen:671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
+
+
+def effect(duration: float = 2.0, generated: float = 3.0) -> ReplicateAudioConfig:
+    return ReplicateAudioConfig(
+        model=EFFECT_MODEL,
+        input={"prompt": "a door slams", "duration": generated},
+        duration=duration,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    sqlite = SQLiteStore(tmp_path / "jobs.sqlite3")
+    yield sqlite
+    sqlite.close()
+
+
+def start(
+    simulator: ReplicateSimulator,
+    receiver: WebhookReceiver,
+    store: Store,
+    *,
+    processors: dict[str, AudioPostProcessor] | None = None,
+    downloader_options: dict[str, Any] | None = None,
+    **settings: Any,
+) -> ReplicateAudio:
+    config = simulator.settings(base_url=receiver.url, **settings)
+    downloader = Downloader(config, backoff=0.01, max_backoff=0.05, **(downloader_options or {}))
+    audio = ReplicateAudio(
+        config, store, processors=processors, downloader=downloader, sweep_interval=0
+    )
+    receiver.serve(audio)
+    return audio
+
+
+def stored_duration(audio: ReplicateAudio, receiver: WebhookReceiver, content: str, tmp: Path):
+    stored = receiver.call(audio.get_audio, *content.split(":"))
+    path = tmp / f"stored.{stored.format}"
+    path.write_bytes(stored.data)
+    return stored, probe(path, exact=True)
+
+
+def test_sound_effect_end_to_end(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore, tmp_path: Path
+) -> None:
+    """A sound effect is generated, delivered, downloaded, trimmed to 2 s and stored once."""
+    audio = start(simulator, receiver, store)
+    job = receiver.call(audio.generate, "sound_effect", "fx-1", effect(2.0, generated=3.0))
+    assert job.status is JobStatus.PENDING
+    done = receiver.wait_for(job.id)
+    assert done.status is JobStatus.COMPLETED, done.error
+    stored, info = stored_duration(audio, receiver, "sound_effect:fx-1", tmp_path)
+    assert abs(info.duration - 2.0) <= MP3_FRAME
+    assert (stored.format, stored.job_id, stored.size) == ("mp3", job.id, len(stored.data))
+    logs = store.list_logs(job.id)
+    assert [entry.status for entry in logs] == [JobStatus.COMPLETED]
+    assert len([d for d in simulator.downloads if d.status_code == 200]) == 1
+
+
+def test_background_music_is_not_trimmed(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore, tmp_path: Path
+) -> None:
+    """Background music is stored whole, in the format the model produced (wav)."""
+    audio = start(simulator, receiver, store)
+    config = ReplicateAudioConfig(version=MUSIC_VERSION, input={"prompt": "calm", "duration": 5})
+    job = receiver.call(audio.generate, "background_music", "7", config)
+    assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
+    stored, info = stored_duration(audio, receiver, "background_music:7", tmp_path)
+    assert stored.format == "wav"
+    assert abs(info.duration - 5.0) <= MP3_FRAME
+
+
+def test_duplicates_and_out_of_order_store_once(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """Three copies of every webhook, in any order: one download, one store, one log line."""
+    audio = start(simulator, receiver, store)
+    simulator.queue_faults(Faults(duplicates=3, out_of_order=True))
+    job = receiver.call(audio.generate, "sound_effect", "dup", effect(1.0, 2.0))
+    assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
+    simulator.wait_idle()
+    delivered = [d for d in simulator.deliveries if d.prediction_id == job.id and d.ok]
+    assert len(delivered) >= 6  # start and completed, three copies each
+    assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == 1
+    assert [e.status for e in store.list_logs(job.id)] == [JobStatus.COMPLETED]
+
+
+def settle(simulator: ReplicateSimulator, receiver: WebhookReceiver, store: Store) -> Job:
+    """Create a prediction whose webhooks are all dropped, and wait for it to finish."""
+    simulator.queue_faults(Faults(drop_ratio=1.0))
+    job: Job = receiver.call(receiver.audio.generate, "sound_effect", "race", effect(1.0, 2.0))
+    simulator.wait_for_prediction(job.id)
+    return job
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(url, content=body, headers=headers, timeout=10)
+
+
+@pytest.mark.parametrize("same_id", [True, False], ids=["same-webhook-id", "five-webhook-ids"])
+def test_five_concurrent_deliveries_store_once(
+    simulator: ReplicateSimulator,
+    receiver: WebhookReceiver,
+    store: SQLiteStore,
+    same_id: bool,
+) -> None:
+    """Five deliveries of the same success, at the same moment on five threads: stored once."""
+    audio = start(simulator, receiver, store)
+    job = settle(simulator, receiver, store)
+    body = json.dumps(simulator.get_prediction(job.id)).encode()
+    url = f"{receiver.url}/api/replicate-webhook/sound_effect/race"
+    answers: list[httpx.Response] = []
+    barrier = threading.Barrier(5)
+
+    def deliver(n: int) -> None:
+        headers = sign_webhook(body, simulator.secret, webhook_id="msg_same" if same_id else None)
+        barrier.wait()
+        answers.append(post(url, body, headers))
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [200] * 5
+    if same_id:
+        assert sorted(a.json()["duplicate"] for a in answers) == [False, True, True, True, True]
+    assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
+    assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == 1
+    assert [e.status for e in store.list_logs(job.id)] == [JobStatus.COMPLETED]
+    assert audio is receiver.audio
+
+
+def _process_in_child(settings: dict[str, Any], url: str, prediction: dict[str, Any]) -> str:
+    from replicate_audio.storage import SQLAlchemyStore
+
+    async def main() -> str:
+        store = SQLAlchemyStore(url, table_prefix=settings.pop("table_prefix"))
+        async with Downloader(Settings(**settings)) as downloader:
+            job = await process_webhook_result(
+                "sound_effect",
+                "race",
+                prediction,
+                store=store,
+                downloader=downloader,
+                webhook_id="msg_same",
+            )
+        store.close()
+        return job.status.value
+
+    return anyio.run(main)
+
+
+@pytest.mark.postgres
+def test_two_processes_on_postgres_store_once(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, postgres_url: str
+) -> None:
+    """Two processes handling the same delivery against PostgreSQL: one download, one store."""
+    from replicate_audio.storage import SQLAlchemyStore
+
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    store = SQLAlchemyStore(postgres_url, table_prefix=prefix)
+    try:
+        start(simulator, receiver, store)
+        job = settle(simulator, receiver, store)
+        prediction = simulator.get_prediction(job.id)
+        settings = attrs.asdict(simulator.settings(), recurse=False)
+        settings |= {"table_prefix": prefix}
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(2) as pool:
+            results = [
+                pool.apply_async(_process_in_child, (dict(settings), postgres_url, prediction))
+                for _ in range(2)
+            ]
+            statuses = [result.get(timeout=60) for result in results]
+        assert "completed" in statuses
+        assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == 1
+        assert [e.status for e in store.list_logs(job.id)] == [JobStatus.COMPLETED]
+        assert store.get_audio("sound_effect", "race") is not None
+    finally:
+        store.metadata.drop_all(store.engine)
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("faults", "downloads"),
+    [
+        (Faults(download_errors=2), 3),
+        (Faults(truncate_downloads=1), 2),
+        (Faults(slow_downloads=1, slow_download_seconds=2.0), 2),
+    ],
+    ids=["503-twice", "truncated", "slow"],
+)
+def test_download_faults_are_retried(
+    simulator: ReplicateSimulator,
+    receiver: WebhookReceiver,
+    store: SQLiteStore,
+    faults: Faults,
+    downloads: int,
+) -> None:
+    """5xx, truncated and slow downloads are retried until the audio is stored."""
+    audio = start(simulator, receiver, store, downloader_options={"timeout": 0.5})
+    simulator.queue_faults(faults)
+    job = receiver.call(audio.generate, "sound_effect", "flaky", effect(1.0, 2.0))
+    assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
+    assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == downloads
+
+
+def test_expired_output_is_dead_then_replayed(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """410 is permanent: the job is parked dead with its reason; replay runs it again."""
+    audio = start(simulator, receiver, store)
+    simulator.queue_faults(Faults(expired=True))
+    job = receiver.call(audio.generate, "sound_effect", "gone", effect(1.0, 2.0))
+    dead = receiver.wait_for(job.id)
+    assert dead.status is JobStatus.DEAD
+    assert "OutputExpiredError" in (dead.error or "")
+    assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == 1  # no retry
+    assert [e.status for e in store.list_logs(job.id)] == [JobStatus.DEAD]
+    simulator.set_faults(job.id, Faults())
+    replayed = receiver.call(audio.replay, job.id)
+    assert replayed.status is JobStatus.COMPLETED
+    assert replayed.error is None
+
+
+def test_missing_output_file_is_dead(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """A 404 on the output is not retried: the job is dead, naming the status."""
+    audio = start(simulator, receiver, store)
+    job = settle(simulator, receiver, store)
+    prediction = simulator.get_prediction(job.id) | {"output": f"{simulator.url}/files/nope.mp3"}
+    done = receiver.call(_direct, audio, prediction)
+    assert done.status is JobStatus.DEAD
+    assert "404" in (done.error or "")
+
+
+async def _direct(audio: ReplicateAudio, prediction: dict[str, Any]) -> Job:
+    return await process_webhook_result(
+        "sound_effect", "race", prediction, store=audio.store, downloader=audio.downloader
+    )
+
+
+def test_oversized_output_is_refused(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """An output above REPLICATE_AUDIO_MAX_AUDIO_BYTES is refused and the job parked dead."""
+    audio = start(simulator, receiver, store, max_audio_bytes=2000)
+    job = receiver.call(audio.generate, "sound_effect", "big", effect(1.0, 2.0))
+    dead = receiver.wait_for(job.id)
+    assert dead.status is JobStatus.DEAD
+    assert "DownloadTooLargeError" in (dead.error or "")
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [
+        (Faults(fail_with="CUDA out of memory"), JobStatus.FAILED),
+        (Faults(cancel=True), JobStatus.CANCELED),
+    ],
+)
+def test_failed_and_canceled_predictions_are_logged_not_retried(
+    simulator: ReplicateSimulator,
+    receiver: WebhookReceiver,
+    store: SQLiteStore,
+    failure: Faults,
+    status: JobStatus,
+) -> None:
+    """A failed or canceled prediction is logged once, nothing is downloaded or retried."""
+    audio = start(simulator, receiver, store)
+    simulator.queue_faults(failure)
+    job = receiver.call(audio.generate, "sound_effect", "nope", effect(1.0, 2.0))
+    assert receiver.wait_for(job.id).status is status
+    simulator.wait_until(lambda: len(store.list_logs(job.id)) == 1)
+    (entry,) = store.list_logs(job.id)
+    assert entry.status is status
+    if failure.fail_with:
+        assert "CUDA out of memory" in entry.message
+    assert not [d for d in simulator.downloads if d.prediction_id == job.id]
+    assert receiver.call(audio.replay, job.id).status is status
+
+
+class VoiceoverProcessor(AudioPostProcessor):
+    """A user's own content type, storing into their own list."""
+
+    content_type = "voiceover"
+
+    def __init__(self) -> None:
+        self.stored: list[tuple[str, AudioInfo, int]] = []
+        self.logged: list[LogEntry] = []
+
+    def store_audio(
+        self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext
+    ) -> None:
+        self.stored.append((job.content_id, info, len(path.read_bytes())))
+
+    def log_result(self, job: Job, entry: LogEntry, context: ProcessingContext) -> None:
+        self.logged.append(entry)
+
+
+def test_custom_processor_is_used(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """A processor for a new content type is routed to without touching the library."""
+    voiceover = VoiceoverProcessor()
+    audio = start(
+        simulator, receiver, store, processors=default_processors() | {"voiceover": voiceover}
+    )
+    simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
+    config = ReplicateAudioConfig(model="acme/voice", input={"text": "hello", "duration": 1})
+    job = receiver.call(audio.generate, "voiceover", "line-1", config)
+    assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
+    ((content_id, info, size),) = voiceover.stored
+    assert (content_id, info.format, size) == ("line-1", "wav", info.size)
+    assert [e.status for e in voiceover.logged] == [JobStatus.COMPLETED]
+    assert store.get_audio("voiceover", "line-1") is None  # it stored into its own place
+
+
+def test_temp_directory_empty_after_100_jobs_with_faults(
+    simulator: ReplicateSimulator,
+    receiver: WebhookReceiver,
+    store: SQLiteStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After 100 jobs with every kind of fault, no temporary file is left behind."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    audio = start(simulator, receiver, store, downloader_options={"timeout": 0.5})
+    kinds = [
+        Faults(),
+        Faults(download_errors=1),
+        Faults(truncate_downloads=1),
+        Faults(expired=True),
+        Faults(fail_with="boom"),
+        Faults(duplicates=2, out_of_order=True),
+        Faults(download_errors=9),
+    ]
+    jobs = []
+    for n in range(100):
+        simulator.queue_faults(kinds[n % len(kinds)])
+        jobs.append(receiver.call(audio.generate, "sound_effect", f"fx{n}", effect(0.5, 1.0)))
+    statuses = {receiver.wait_for(job.id, timeout=60).status for job in jobs}
+    assert statuses == {JobStatus.COMPLETED, JobStatus.DEAD, JobStatus.FAILED}
+    assert list(scratch.iterdir()) == []
+
+
+def test_large_wav_is_processed_without_holding_it_in_memory(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """A 21 MB WAV is downloaded, trimmed and stored with a Python heap peak far below its size."""
+    audio = start(simulator, receiver, store)
+    simulator.add_model("acme/long", run_time=0.05, output_format="wav")
+    config = ReplicateAudioConfig(model="acme/long", input={"duration": 120}, duration=1.0)
+    simulator.queue_faults(Faults(drop_ratio=1.0))
+    job = receiver.call(audio.generate, "sound_effect", "long", config)
+    prediction = simulator.wait_for_prediction(job.id)
+    with httpx.stream("GET", prediction["output"]) as warm:  # synthesise it before measuring
+        size = sum(len(chunk) for chunk in warm.iter_bytes())
+    assert size > 20_000_000
+    tracemalloc.start()
+    try:
+        done = receiver.call(_direct_long, audio, prediction)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert done.status is JobStatus.COMPLETED
+    assert peak < size / 4, f"peak {peak} bytes for a {size} byte file"
+
+
+async def _direct_long(audio: ReplicateAudio, prediction: dict[str, Any]) -> Job:
+    return await process_webhook_result(
+        "sound_effect", "long", prediction, store=audio.store, downloader=audio.downloader
+    )
+
+
+class RecordingResolver:
+    """Maps names to chosen addresses and records every lookup; never touches DNS."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.lookups: list[str] = []
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        return self.answers.get(host, ["151.101.0.1"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "https://10.0.0.5/out.mp3",
+        "https://evil.example.com/out.mp3",
+        "http://replicate.delivery/out.mp3",
+        "https://internal.replicate.delivery/out.mp3",
+        "https://metadata.replicate.delivery/out.mp3",
+    ],
+)
+def test_production_settings_refuse_before_connecting(url: str) -> None:
+    """In production settings a job whose output points off the allow-list, or to a private or
+    link-local address, is parked dead before any connection is attempted."""
+    from replicate_audio.storage import MemoryStore
+
+    attempts: list[httpx.Request] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        raise httpx.ConnectError("this test may not connect anywhere", request=request)
+
+    resolver = RecordingResolver(
+        {
+            "internal.replicate.delivery": ["10.1.2.3"],
+            "metadata.replicate.delivery": ["169.254.169.254"],
+        }
+    )
+    settings = Settings(base_url="https://app.example.com", api_token="r8_secret")
+    store = MemoryStore()
+    store.create_job(Job(id="p1", content_type="sound_effect", content_id="1"))
+    prediction = {"id": "p1", "status": "succeeded", "output": url}
+
+    async def main() -> Job:
+        transport = httpx.MockTransport(refuse)
+        async with Downloader(settings, transport=transport, resolver=resolver) as downloader:
+            return await process_webhook_result(
+                "sound_effect", "1", prediction, store=store, downloader=downloader
+            )
+
+    job = anyio.run(main)
+    assert job.status is JobStatus.DEAD
+    assert "URLNotAllowedError" in (job.error or "")
+    assert attempts == []
+
+
+def test_lost_webhooks_are_reconciled(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """When every webhook is lost, the sweep asks Replicate and stores the audio anyway."""
+    config = simulator.settings(base_url=receiver.url)
+    downloader = Downloader(config, backoff=0.01, max_backoff=0.05)
+    audio = ReplicateAudio(
+        config, store, downloader=downloader, sweep_interval=0.1, reconcile_after=0.05
+    )
+    receiver.serve(audio)
+    simulator.queue_faults(Faults(drop_ratio=1.0))
+    job = receiver.call(audio.generate, "sound_effect", "lost", effect(1.0, 2.0))
+    assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
+    assert not [d for d in simulator.deliveries if d.prediction_id == job.id and not d.dropped]
+
+
+class SlowStoreProcessor(VoiceoverProcessor):
+    """Takes longer to store than the lease lasts."""
+
+    def store_audio(
+        self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext
+    ) -> None:
+        import time
+
+        time.sleep(0.6)
+        super().store_audio(job, path, info, context)
+
+
+def test_slow_job_keeps_its_claim(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """A job that takes longer than its lease renews its claim: no sweep hands it to a second
+    worker, and it is stored once."""
+    slow = SlowStoreProcessor()
+    config = simulator.settings(base_url=receiver.url)
+    audio = ReplicateAudio(
+        config,
+        store,
+        processors=default_processors() | {"voiceover": slow},
+        downloader=Downloader(config, backoff=0.01, max_backoff=0.05),
+        lease=0.3,
+        sweep_interval=0.05,
+    )
+    receiver.serve(audio)
+    simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
+    job = receiver.call(
+        audio.generate, "voiceover", "slow", ReplicateAudioConfig(model="acme/voice", input={})
+    )
+    done = receiver.wait_for(job.id)
+    assert done.status is JobStatus.COMPLETED
+    assert len(slow.stored) == 1
+    assert done.attempts == 1
