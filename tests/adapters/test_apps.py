@@ -3,8 +3,10 @@ simulator: parallel requests, duplicate and reordered deliveries, every status c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
@@ -192,6 +194,54 @@ def test_restart_between_receipt_and_processing(deployment: Deployment) -> None:
     with deployment.running() as client:
         row = wait_terminal(client, f"/api/sound-effects/{effect_id}")
     assert row["status"] == "completed"
+    assert len(sim.downloads) == 1
+
+
+class HookedCatalog(Catalog):
+    """A catalog that runs a hook once, right after it reads a row."""
+
+    after_read: Callable[[], None] | None = None
+
+    def get(self, table: str, row_id: int) -> dict[str, Any] | None:
+        row = super().get(table, row_id)
+        hook, self.after_read = self.after_read, None
+        if hook is not None:
+            hook()
+        return row
+
+
+def test_a_completed_status_comes_with_its_audio(deployment: Deployment) -> None:
+    """A job completes between the app reading a row and reading its job's status: the answer
+    says completed and carries the audio, because the row is read again after the status."""
+    sim = deployment.simulator
+    catalog = deployment.catalog = HookedCatalog(deployment.folder / "app.sqlite3")
+    held = HeldDispatcher()
+
+    def complete(job_id: str) -> None:
+        """The real pipeline, from another thread with its own event loop (the FastAPI view
+        calls the catalog inside the server's loop)."""
+
+        async def process() -> None:
+            processors = catalog_processors(catalog)
+            worker = ReplicateAudio(deployment.settings, deployment.store, processors)
+            try:
+                assert (await worker.process(job_id)).status is JobStatus.COMPLETED
+            finally:
+                await worker.downloader.aclose()
+
+        thread = threading.Thread(target=asyncio.run, args=(process(),))
+        thread.start()
+        thread.join()
+
+    with deployment.running(dispatcher=held) as client:
+        answer = client.post("/api/sound-effects", json={"prompt": "x", "duration": 1})
+        effect_id, job_id = answer.json()["id"], answer.json()["job_id"]
+        sim.wait_until(lambda: job_id in held.held)
+        catalog.after_read = lambda: complete(job_id)
+        row = client.get(f"/api/sound-effects/{effect_id}").json()
+    assert catalog.after_read is None
+    assert row["status"] == "completed"
+    assert row["audio_data_b64"]
     assert len(sim.downloads) == 1
 
 
