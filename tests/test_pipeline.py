@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import tempfile
 import threading
+import time
 import tracemalloc
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import attrs
 import httpx
 import pytest
 
+from dispatchers import HeldDispatcher
 from replicate_audio import (
     AudioPostProcessor,
     Job,
@@ -525,3 +527,94 @@ def test_slow_job_keeps_its_claim(
     assert done.status is JobStatus.COMPLETED
     assert len(slow.stored) == 1
     assert done.attempts == 1
+
+
+class TakenOver(VoiceoverProcessor):
+    """Another worker takes the first job over while this one is in one of its steps, as if
+    this worker had stalled past its lease (the takeover is the store's own claim)."""
+
+    def __init__(self, store: Store, step: str, pause: float = 0.0) -> None:
+        super().__init__()
+        self.store, self.step, self.pause = store, step, pause
+        self.taken_over: list[str] = []
+
+    def _take_over(self, job: Job, step: str) -> None:
+        if step == self.step and not self.taken_over:
+            claimed = self.store.claim_job(job.id, stale_after=0)
+            assert claimed is not None
+            self.taken_over.append(job.id)
+            time.sleep(self.pause)
+
+    def trim_audio(self, source: Path, dest: Path, job: Job) -> AudioInfo:
+        self._take_over(job, "trim")
+        return super().trim_audio(source, dest, job)
+
+    def store_audio(
+        self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext
+    ) -> None:
+        super().store_audio(job, path, info, context)
+        self._take_over(job, "store")
+
+
+def run_voiceover(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: Store, voice: TakenOver
+) -> Job:
+    config = simulator.settings(base_url=receiver.url)
+    audio = ReplicateAudio(
+        config,
+        store,
+        processors=default_processors() | {"voiceover": voice},
+        downloader=Downloader(config, backoff=0.01, max_backoff=0.05),
+        lease=0.3,
+        sweep_interval=0.05,
+    )
+    receiver.serve(audio)
+    simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
+    job = receiver.call(
+        audio.generate, "voiceover", "v", ReplicateAudioConfig(model="acme/voice", input={})
+    )
+    return receiver.wait_for(job.id)
+
+
+def test_a_worker_taken_over_stops_before_storing(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """A worker stalls in its trim past its lease and the job is taken over: its next renewal
+    fails, so it stops without storing, logging or moving the job; the sweep hands the
+    abandoned claim on, and the audio is stored once."""
+    voice = TakenOver(store, "trim", pause=0.3)  # a renewal (every 0.1 s) falls due meanwhile
+    done = run_voiceover(simulator, receiver, store, voice)
+    assert voice.taken_over == [done.id]
+    assert done.status is JobStatus.COMPLETED
+    assert done.attempts == 3  # the stalled worker's, the takeover's, the one that finished
+    assert len(voice.stored) == 1
+    assert [entry.status for entry in voice.logged] == [JobStatus.COMPLETED]
+
+
+def test_a_worker_taken_over_cannot_complete_the_job(
+    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+) -> None:
+    """A worker whose job is taken over after it stored, but before it completes, loses the
+    fenced completion: the job stays with the worker that holds the newer claim."""
+    voice = TakenOver(store, "store")
+    config = simulator.settings(base_url=receiver.url)
+    held = HeldDispatcher()
+    audio = ReplicateAudio(
+        config,
+        store,
+        processors=default_processors() | {"voiceover": voice},
+        dispatcher=held,
+        downloader=Downloader(config, backoff=0.01, max_backoff=0.05),
+        sweep_interval=0,
+    )
+    receiver.serve(audio)
+    simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
+    job = receiver.call(
+        audio.generate, "voiceover", "v", ReplicateAudioConfig(model="acme/voice", input={})
+    )
+    simulator.wait_until(lambda: job.id in held.held)
+    after = receiver.call(audio.process, job.id)  # this worker, start to finish
+    assert voice.taken_over == [job.id]
+    assert (after.status, after.attempts) == (JobStatus.PROCESSING, 2)
+    assert store.get_job(job.id) == after
+    assert len(voice.stored) == 1

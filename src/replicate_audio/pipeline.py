@@ -57,28 +57,48 @@ async def _current(store: Store, job_id: str) -> Job:
     return job
 
 
+async def _move(store: Store, claimed: Job, new: JobStatus, error: str | None = None) -> Job | None:
+    """Move a job this worker claimed out of ``processing``, fenced by its attempt: once
+    another worker has taken the job over, this one can no longer move it."""
+    moved: Job | None = await call(
+        store.transition,
+        claimed.id,
+        expected=[JobStatus.PROCESSING],
+        new=new,
+        error=error,
+        attempt=claimed.attempts,
+    )
+    return moved
+
+
 async def _give_up(job: Job, reason: str, processor: AudioPostProcessor, store: Store) -> Job:
     """Park a job as dead with its reason; everything needed to replay it stays on the job."""
-    logger.warning("job %s is dead: %s", job.id, reason)
-    dead: Job | None = await call(
-        store.transition, job.id, expected=[JobStatus.PROCESSING], new=JobStatus.DEAD, error=reason
-    )
+    dead = await _move(store, job, JobStatus.DEAD, reason)
     if dead is None:
         return await _current(store, job.id)
+    logger.warning("job %s is dead: %s", job.id, reason)
     await _log(processor, dead, JobStatus.DEAD, reason, store)
     return dead
 
 
-async def _keep_claim(store: Store, job_id: str, lease: float) -> None:
+class _ClaimLost(Exception):
+    """Another worker took the job over while this one was on it."""
+
+
+async def _keep_claim(store: Store, claimed: Job, lease: float, work: anyio.CancelScope) -> None:
     """Renew the claim every third of the lease, so no sweep hands a slow job to another
-    worker while this one is still on it."""
-    processing = [JobStatus.PROCESSING]
+    worker while this one is still on it. Cancels *work* when the job was taken over anyway
+    (this worker stalled past its lease)."""
     while True:
         await anyio.sleep(lease / 3)
         try:
-            await call(store.transition, job_id, expected=processing, new=JobStatus.PROCESSING)
+            renewed = await _move(store, claimed, JobStatus.PROCESSING)
         except StorageError as error:  # the job's own writes will tell; keep working
-            logger.warning("could not renew the claim on job %s: %s", job_id, error)
+            logger.warning("could not renew the claim on job %s: %s", claimed.id, error)
+            continue
+        if renewed is None:
+            work.cancel()
+            return
 
 
 async def _process(
@@ -92,9 +112,10 @@ async def _process(
     lease: float,
 ) -> AudioInfo:
     """Download and process *url* while renewing the claim on *job*."""
-    outcome: AudioInfo | Exception
+    # Stays _ClaimLost when the renewal cancels the work before it finishes.
+    outcome: AudioInfo | Exception = _ClaimLost(job.id)
     async with anyio.create_task_group() as group:
-        group.start_soon(_keep_claim, store, job.id, lease)
+        group.start_soon(_keep_claim, store, job, lease, group.cancel_scope)
         try:
             async with downloader.fetch(url) as source:
                 context = ProcessingContext(audio_store=store, result_log=store, work_dir=work)
@@ -125,10 +146,12 @@ async def _run(
             work=work,
             lease=lease,
         )
+    except _ClaimLost:
+        logger.warning("job %s was taken over by another worker; this one stops", job.id)
+        return await _current(store, job.id)
     except StorageError:
         # Our own store is down: hand the job back so a later try can finish it.
-        processing = [JobStatus.PROCESSING]
-        await call(store.transition, job.id, expected=processing, new=JobStatus.RECEIVED)
+        await _move(store, job, JobStatus.RECEIVED)
         raise
     except ReplicateAudioError as error:
         return await _give_up(job, f"{type(error).__name__}: {error}", processor, store)
@@ -139,11 +162,12 @@ async def _run(
         # Shielded: a job cancelled at shutdown still removes its scratch folder.
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, work, True)
-    done = await call(
-        store.transition, job.id, expected=[JobStatus.PROCESSING], new=JobStatus.COMPLETED
-    )
+    done = await _move(store, job, JobStatus.COMPLETED)
+    if done is None:
+        logger.warning("job %s was taken over by another worker before it completed", job.id)
+        return await _current(store, job.id)
     logger.info("job %s stored %.2fs of %s", job.id, info.duration, info.format)
-    return done if done is not None else await _current(store, job.id)
+    return done
 
 
 async def process_job(

@@ -8,18 +8,18 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from dispatchers import HeldDispatcher
 from example_requests import request_audio, wait_terminal
 from replicate_audio import JobStatus
 from replicate_audio.app import ReplicateAudio
-from replicate_audio.dispatch import JobRunner
 from replicate_audio.download import Downloader
 from replicate_audio.examples.catalog import Catalog, catalog_processors
 from replicate_audio.storage import SQLiteStore
@@ -165,20 +165,6 @@ def test_every_status_code(deployment: Deployment) -> None:
             "error": None,
         }
         assert job["created_at"] <= job["updated_at"]
-
-
-class HeldDispatcher:
-    """Takes jobs and never runs them: the process 'dies' between receipt and processing."""
-
-    def __init__(self) -> None:
-        self.held: list[str] = []
-
-    @asynccontextmanager
-    async def running(self, runner: JobRunner) -> AsyncIterator[None]:
-        yield
-
-    async def submit(self, job_id: str) -> None:
-        self.held.append(job_id)
 
 
 def test_restart_between_receipt_and_processing(deployment: Deployment) -> None:

@@ -175,6 +175,27 @@ def test_stale_processing_job_is_reclaimed(store: AnyStore) -> None:
     assert again.updated_at > first.updated_at
 
 
+def test_transition_with_an_attempt_is_fenced(store: AnyStore) -> None:
+    """Given an attempt, transition moves the job only while no later claim has taken it:
+    the first worker's renewal and completion lose once a second worker has re-claimed it."""
+    store.create_job(job())
+    store.record_event("w1", "p1", payload("succeeded"))
+    first = store.claim_job("p1", stale_after=60)
+    assert first is not None
+    renewed = store.transition("p1", expected={S.PROCESSING}, new=S.PROCESSING, attempt=1)
+    assert renewed is not None
+    assert renewed.attempts == 1
+    second = store.claim_job("p1", stale_after=0)
+    assert second is not None
+    assert second.attempts == 2
+    for new in (S.PROCESSING, S.COMPLETED, S.DEAD, S.RECEIVED):
+        assert store.transition("p1", expected={S.PROCESSING}, new=new, attempt=1) is None
+    assert store.get_job("p1") == second
+    done = store.transition("p1", expected={S.PROCESSING}, new=S.COMPLETED, attempt=2)
+    assert done is not None
+    assert (done.status, done.attempts) == (S.COMPLETED, 2)
+
+
 def test_completed_job_cannot_be_claimed(store: AnyStore) -> None:
     """A finished job is never claimed, however old."""
     store.create_job(job())

@@ -80,14 +80,18 @@ class SerialJobStore(abc.ABC):
         new: JobStatus,
         error: str | None = None,
         prediction: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Move the job to *new* if its status is in *expected* and the move is allowed.
+        """Move the job to *new* if its status is in *expected* and the move is allowed,
+        and (given *attempt*) while its ``attempts`` equal *attempt*.
 
         Returns the updated job, or None when the compare-and-set lost (or no such job).
         """
         with self._exclusive():
             job = self._load_job(job_id)
             if job is None or job.status not in expected or not can_transition(job.status, new):
+                return None
+            if attempt is not None and job.attempts != attempt:
                 return None
             changes: dict[str, Any] = {"status": new, "error": error, "updated_at": utcnow()}
             if prediction is not None:

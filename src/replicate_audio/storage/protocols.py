@@ -122,11 +122,14 @@ class JobStore(Protocol):
         new: JobStatus,
         error: str | None = None,
         prediction: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | Awaitable[Job | None] | None:
         """Move the job to *new* if its status is in *expected* and the move is allowed.
 
-        Sets ``error`` (and ``prediction`` when given). Returns the updated job, or None
-        when the compare-and-set lost.
+        Sets ``error`` (and ``prediction`` when given). With *attempt*, moves it only while
+        its ``attempts`` still equal *attempt*: a worker whose claim another took over (its
+        lease ran out) can no longer move the job. Returns the updated job, or None when the
+        compare-and-set lost.
         """
         ...
 

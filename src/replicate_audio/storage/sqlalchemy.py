@@ -186,8 +186,10 @@ class SQLAlchemyStore:
         new: JobStatus,
         error: str | None = None,
         prediction: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Move the job to *new* if its status is in *expected* and the move is allowed.
+        """Move the job to *new* if its status is in *expected* and the move is allowed,
+        and (given *attempt*) while its ``attempts`` equal *attempt*.
 
         Returns the updated job, or None when the compare-and-set lost (or no such job).
         """
@@ -197,8 +199,11 @@ class SQLAlchemyStore:
         values: dict[str, Any] = {"status": new.value, "error": error, "updated_at": utcnow()}
         if prediction is not None:
             values["prediction"] = prediction
+        condition: sa.ColumnElement[bool] = self._jobs.c.status.in_(sources)
+        if attempt is not None:
+            condition = sa.and_(condition, self._jobs.c.attempts == attempt)
         with self._transaction() as connection:
-            return self._update_job(connection, job_id, self._jobs.c.status.in_(sources), **values)
+            return self._update_job(connection, job_id, condition, **values)
 
     def claim_job(self, job_id: str, *, stale_after: float) -> Job | None:
         """Take a ``received`` job, or a ``processing`` one idle for *stale_after* seconds.
