@@ -14,9 +14,10 @@ from .background import BackgroundWork
 from .config import ReplicateAudioConfig, Settings
 from .dispatch import Dispatcher, InProcessDispatcher
 from .download import Downloader
-from .errors import JobNotFoundError, StorageError, WebhookVerificationError
+from .errors import JobNotFoundError, ReplicateAudioError, StorageError, WebhookVerificationError
 from .jobs import Job, JobStatus
-from .pipeline import DEFAULT_LEASE, process_job, replay
+from .metrics import Metrics
+from .pipeline import DEFAULT_LEASE, count_final_event, process_job, replay
 from .predictions import acreate_webhook_prediction, client_for, create_webhook_prediction
 from .processors import AudioPostProcessor
 from .storage import Store, StoredAudio, call, open_store
@@ -58,6 +59,8 @@ class ReplicateAudio:
         sweep_interval: how often unfinished jobs are looked for (and lost webhooks
             reconciled); 0 turns the sweep off.
         reconcile_after: seconds without news after which a job's prediction is fetched.
+        metrics: told about predictions, webhook answers and finished jobs, e.g. a
+            :class:`~replicate_audio.metrics.PrometheusMetrics`.
 
     Example:
         >>> audio = ReplicateAudio()  # doctest: +SKIP
@@ -77,6 +80,7 @@ class ReplicateAudio:
         lease: float = DEFAULT_LEASE,
         sweep_interval: float = 30.0,
         reconcile_after: float = 120.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.store: Store = store if store is not None else open_store(self.settings.database)
@@ -86,6 +90,7 @@ class ReplicateAudio:
         self.downloader = downloader or Downloader(self.settings)
         self.client = client
         self.lease = lease
+        self.metrics = metrics
         self._background = BackgroundWork(
             self, sweep_interval=sweep_interval, reconcile_after=reconcile_after
         )
@@ -122,17 +127,34 @@ class ReplicateAudio:
             UnknownContentTypeError, InvalidContentIdError, PredictionError: as
                 :func:`acreate_webhook_prediction` does.
         """
-        return await acreate_webhook_prediction(
-            content_type, content_id, config, **self._creation_options()
-        )
+        try:
+            job = await acreate_webhook_prediction(
+                content_type, content_id, config, **self._creation_options()
+            )
+        except ReplicateAudioError:
+            self._count_prediction(content_type, ok=False)
+            raise
+        self._count_prediction(content_type, ok=True)
+        return job
 
     def generate_sync(
         self, content_type: str, content_id: str | int, config: ReplicateAudioConfig
     ) -> Job:
         """:meth:`generate` for synchronous code (Flask views, scripts)."""
-        return create_webhook_prediction(
-            content_type, content_id, config, **self._creation_options()
-        )
+        try:
+            job = create_webhook_prediction(
+                content_type, content_id, config, **self._creation_options()
+            )
+        except ReplicateAudioError:
+            self._count_prediction(content_type, ok=False)
+            raise
+        self._count_prediction(content_type, ok=True)
+        return job
+
+    def _count_prediction(self, content_type: str, *, ok: bool) -> None:
+        if self.metrics is not None:
+            known = content_type in self.content_types
+            self.metrics.prediction_created(content_type if known else "unknown", ok=ok)
 
     # -- receiving webhooks -------------------------------------------------------------
 
@@ -146,6 +168,15 @@ class ReplicateAudio:
         400 a body that is not a prediction; 404 unknown content type, or no job of ours
         matches; 413 body too large; 503 our store is down (so Replicate retries).
         """
+        outcome = await self._handle_webhook(content_type, content_id, headers, body)
+        if self.metrics is not None:
+            known = content_type in self.content_types
+            self.metrics.webhook_answered(content_type if known else "unknown", outcome.status_code)
+        return outcome
+
+    async def _handle_webhook(
+        self, content_type: str, content_id: str, headers: Mapping[str, str], body: bytes
+    ) -> WebhookOutcome:
         if len(body) > self.settings.max_webhook_bytes:
             limit = self.settings.max_webhook_bytes
             return WebhookOutcome.refuse(413, f"the body is larger than {limit} bytes")
@@ -172,6 +203,7 @@ class ReplicateAudio:
         except StorageError as error:
             logger.error("could not record webhook %s: %s", event.webhook_id, error)
             return WebhookOutcome.refuse(503, "storage is unavailable; try again")
+        count_final_event(recorded, self.metrics)
         if recorded.changed and recorded.job.status in _DISPATCH:
             await self.dispatcher.submit(prediction.id)
         return WebhookOutcome(
@@ -209,12 +241,17 @@ class ReplicateAudio:
             downloader=self.downloader,
             processors=self.processors,
             lease=self.lease,
+            metrics=self.metrics,
         )
 
     async def replay(self, job_id: str) -> Job:
         """Run a ``dead`` job again; other jobs are returned unchanged."""
         return await replay(
-            job_id, store=self.store, downloader=self.downloader, processors=self.processors
+            job_id,
+            store=self.store,
+            downloader=self.downloader,
+            processors=self.processors,
+            metrics=self.metrics,
         )
 
     # -- lifecycle ----------------------------------------------------------------------

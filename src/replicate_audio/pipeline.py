@@ -5,22 +5,25 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import attrs
 
 from .download import Downloader
 from .errors import JobNotFoundError, ReplicateAudioError, StorageError
 from .jobs import Job, JobStatus
+from .metrics import Metrics
 from .processors import (
     AudioPostProcessor,
     ProcessingContext,
     get_processor,
     register_processor,
 )
-from .storage import AudioInfo, LogEntry, Store, call
+from .storage import AudioInfo, LogEntry, RecordedEvent, Store, call
 from .webhooks import Prediction
 
 __all__ = [
@@ -36,6 +39,8 @@ logger = logging.getLogger("replicate_audio")
 
 #: Seconds a worker may hold a job in ``processing`` before another may take it over.
 DEFAULT_LEASE = 300.0
+
+_ENDED_ON_REPLICATE = frozenset({JobStatus.FAILED, JobStatus.CANCELED})
 
 
 async def _log(
@@ -71,14 +76,30 @@ async def _move(store: Store, claimed: Job, new: JobStatus, error: str | None = 
     return moved
 
 
-async def _give_up(job: Job, reason: str, processor: AudioPostProcessor, store: Store) -> Job:
+async def _give_up(
+    job: Job, reason: str, processor: AudioPostProcessor, store: Store, clock: _Clock
+) -> Job:
     """Park a job as dead with its reason; everything needed to replay it stays on the job."""
     dead = await _move(store, job, JobStatus.DEAD, reason)
     if dead is None:
         return await _current(store, job.id)
     logger.warning("job %s is dead: %s", job.id, reason)
+    clock.finished(dead)
     await _log(processor, dead, JobStatus.DEAD, reason, store)
     return dead
+
+
+@attrs.frozen
+class _Clock:
+    """Reports a job this worker finished to *metrics*, with the time since its claim."""
+
+    metrics: Metrics | None
+    started: float = attrs.field(factory=time.monotonic)
+
+    def finished(self, job: Job) -> None:
+        if self.metrics is not None:
+            seconds = time.monotonic() - self.started
+            self.metrics.job_finished(job, processing_seconds=seconds)
 
 
 class _ClaimLost(Exception):
@@ -129,12 +150,18 @@ async def _process(
 
 
 async def _run(
-    job: Job, processor: AudioPostProcessor, store: Store, downloader: Downloader, lease: float
+    job: Job,
+    *,
+    processor: AudioPostProcessor,
+    store: Store,
+    downloader: Downloader,
+    lease: float,
+    clock: _Clock,
 ) -> Job:
     urls = Prediction.from_dict(job.prediction).output_urls if job.prediction else ()
     if not urls:
         reason = "the prediction succeeded without an output URL"
-        return await _give_up(job, reason, processor, store)
+        return await _give_up(job, reason, processor, store, clock)
     work = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "replicate-audio-"))
     try:
         info = await _process(
@@ -154,10 +181,10 @@ async def _run(
         await _move(store, job, JobStatus.RECEIVED)
         raise
     except ReplicateAudioError as error:
-        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store)
+        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store, clock)
     except Exception as error:  # a user's processor failed; keep the job replayable
         logger.exception("processor %r failed on job %s", processor, job.id)
-        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store)
+        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store, clock)
     finally:
         # Shielded: a job cancelled at shutdown still removes its scratch folder.
         with anyio.CancelScope(shield=True):
@@ -167,6 +194,7 @@ async def _run(
         logger.warning("job %s was taken over by another worker before it completed", job.id)
         return await _current(store, job.id)
     logger.info("job %s stored %.2fs of %s", job.id, info.duration, info.format)
+    clock.finished(done)
     return done
 
 
@@ -177,6 +205,7 @@ async def process_job(
     downloader: Downloader,
     processors: Mapping[str, AudioPostProcessor] | None = None,
     lease: float = DEFAULT_LEASE,
+    metrics: Metrics | None = None,
 ) -> Job:
     """Do whatever a recorded job still needs, at most once however often it is called.
 
@@ -208,7 +237,21 @@ async def process_job(
     claimed: Job | None = await call(store.claim_job, job_id, stale_after=lease)
     if claimed is None:  # another worker has it, or it finished meanwhile
         return await _current(store, job_id)
-    return await _run(claimed, processor, store, downloader, lease)
+    return await _run(
+        claimed,
+        processor=processor,
+        store=store,
+        downloader=downloader,
+        lease=lease,
+        clock=_Clock(metrics),
+    )
+
+
+def count_final_event(recorded: RecordedEvent, metrics: Metrics | None) -> None:
+    """Report a job that this recorded delivery moved to ``failed`` or ``canceled`` (jobs
+    that complete or die are reported by the worker that finished them)."""
+    if metrics is not None and recorded.changed and recorded.job.status in _ENDED_ON_REPLICATE:
+        metrics.job_finished(recorded.job, processing_seconds=None)
 
 
 async def process_webhook_result(
@@ -220,6 +263,7 @@ async def process_webhook_result(
     downloader: Downloader,
     processors: Mapping[str, AudioPostProcessor] | None = None,
     webhook_id: str | None = None,
+    metrics: Metrics | None = None,
 ) -> Job:
     """Record a prediction for its job and process it: the path every delivery takes.
 
@@ -240,9 +284,10 @@ async def process_webhook_result(
     if job is None or (job.content_type, job.content_id) != (content_type, content_id):
         raise JobNotFoundError(prediction.id)
     event_id = webhook_id or f"direct:{prediction.id}:{prediction.status}"
-    await call(store.record_event, event_id, prediction.id, prediction.raw)
+    recorded = await call(store.record_event, event_id, prediction.id, prediction.raw)
+    count_final_event(recorded, metrics)
     return await process_job(
-        prediction.id, store=store, downloader=downloader, processors=processors
+        prediction.id, store=store, downloader=downloader, processors=processors, metrics=metrics
     )
 
 
@@ -252,6 +297,7 @@ async def replay(
     store: Store,
     downloader: Downloader,
     processors: Mapping[str, AudioPostProcessor] | None = None,
+    metrics: Metrics | None = None,
 ) -> Job:
     """Run a ``dead`` job again from its recorded prediction.
 
@@ -270,4 +316,6 @@ async def replay(
         if job is None:
             raise JobNotFoundError(job_id)
         return job
-    return await process_job(job_id, store=store, downloader=downloader, processors=processors)
+    return await process_job(
+        job_id, store=store, downloader=downloader, processors=processors, metrics=metrics
+    )

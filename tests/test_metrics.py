@@ -1,0 +1,145 @@
+"""Prometheus metrics, scraped over HTTP from a FastAPI app on uvicorn that serves the simulator's
+deliveries: every count matches what the simulator saw, duplicates and all."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+
+from replicate_audio import ReplicateAudioConfig
+from replicate_audio.app import ReplicateAudio
+from replicate_audio.download import Downloader
+from replicate_audio.errors import PredictionError
+from replicate_audio.metrics import Metrics, PrometheusMetrics
+from replicate_audio.storage import SQLiteStore
+from replicate_audio.testing import Faults, ReplicateSimulator, sign_webhook
+from replicate_audio.testing.servers import listen, serve_asgi, url_of
+
+prometheus_client = pytest.importorskip("prometheus_client")
+pytest.importorskip("fastapi")
+
+EFFECT = ReplicateAudioConfig(
+    model="stability-ai/stable-audio-2.5", input={"prompt": "a door", "duration": 2}, duration=1
+)
+
+
+def scrape(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """GET /metrics and parse it: (sample name, labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = client.get("/metrics/")
+    assert answer.status_code == 200, answer.text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def served(simulator: ReplicateSimulator, tmp_path: Path) -> Iterator[tuple[ReplicateAudio, str]]:
+    """The facade with metrics on a registry of its own, its router and /metrics on uvicorn."""
+    from fastapi import FastAPI
+
+    from replicate_audio.adapters.fastapi import create_router
+
+    registry = prometheus_client.CollectorRegistry()
+    sock = listen()
+    settings = simulator.settings(base_url=url_of(sock))
+    store = SQLiteStore(tmp_path / "jobs.sqlite3")
+    audio = ReplicateAudio(
+        settings,
+        store,
+        downloader=Downloader(settings, backoff=0.01, max_backoff=0.05),
+        sweep_interval=0,
+        metrics=PrometheusMetrics(registry),
+    )
+    app = FastAPI()
+    app.include_router(create_router(audio), prefix="/api")
+    app.mount("/metrics", prometheus_client.make_asgi_app(registry))
+    try:
+        with serve_asgi(app, sock) as url:
+            yield audio, url
+    finally:
+        store.close()
+        sock.close()
+
+
+def wait_finished(client: httpx.Client, job_id: str, timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        status: str = client.get(f"/api/replicate-audio/jobs/{job_id}").json()["status"]
+        if status in ("completed", "failed", "canceled", "dead"):
+            return status
+        assert time.monotonic() < deadline, f"job {job_id} still {status}"
+        time.sleep(0.02)
+
+
+def test_counts_match_what_happened(
+    simulator: ReplicateSimulator, served: tuple[ReplicateAudio, str]
+) -> None:
+    """Three predictions (one completes with every webhook thrice and reordered, one fails on
+    Replicate, one's output expired) and one refused: each job is counted finished once, each
+    answered delivery once under its status code, unknown content types under "unknown"."""
+    audio, url = served
+    job_ids = []
+    for content_id, faults in enumerate(
+        [
+            Faults(duplicates=3, out_of_order=True),
+            Faults(fail_with="CUDA out of memory"),
+            Faults(expired=True),
+        ]
+    ):
+        simulator.queue_faults(faults)
+        job_ids.append(audio.generate_sync("sound_effect", content_id, EFFECT).id)
+    with pytest.raises(PredictionError):
+        audio.generate_sync("sound_effect", 9, attrs.evolve(EFFECT, model="nobody/nothing"))
+    with httpx.Client(base_url=url) as client:
+        statuses = [wait_finished(client, job_id) for job_id in job_ids]
+        simulator.wait_idle()
+        body = json.dumps({"id": "p", "status": "succeeded"}).encode()
+        signed = sign_webhook(body, simulator.secret)
+        client.post("/api/replicate-webhook/voiceover/1", content=body, headers=signed)
+        client.post("/api/replicate-webhook/sound_effect/1", content=body)  # unsigned
+        samples = scrape(client)
+    assert statuses == ["completed", "failed", "dead"]
+
+    def count(name: str, **labels: str) -> float:
+        return samples.get((f"replicate_audio_{name}", frozenset(labels.items())), 0.0)
+
+    effect = {"content_type": "sound_effect"}
+    assert count("predictions_total", **effect, result="created") == 3
+    assert count("predictions_total", **effect, result="error") == 1
+    for status in ("completed", "failed", "dead"):
+        assert count("jobs_finished_total", **effect, status=status) == 1
+        assert count("job_seconds_count", **effect, status=status) == 1
+    # The completed and the dead job were processed here; the failed one needed no worker.
+    assert count("processing_seconds_count", **effect) == 2
+    delivered = [d for d in simulator.deliveries if d.ok]
+    assert len([d for d in delivered if d.prediction_id == job_ids[0]]) >= 3
+    assert count("webhooks_total", **effect, code="200") == len(delivered)
+    assert count("webhooks_total", content_type="unknown", code="404") == 1
+    assert count("webhooks_total", **effect, code="401") == 1
+
+
+def test_one_set_of_collectors_per_registry() -> None:
+    """Building PrometheusMetrics twice on one registry (an app factory called twice) shares the
+    collectors instead of failing on duplicate names; another registry gets its own."""
+    registry = prometheus_client.CollectorRegistry()
+    first, second = PrometheusMetrics(registry), PrometheusMetrics(registry)
+    assert first.webhooks is second.webhooks
+    assert PrometheusMetrics(prometheus_client.CollectorRegistry()).webhooks is not first.webhooks
+    second.webhook_answered("sound_effect", 200)
+    labels = {"content_type": "sound_effect", "code": "200"}
+    assert registry.get_sample_value("replicate_audio_webhooks_total", labels) == 1.0
+
+
+def test_prometheus_metrics_is_a_metrics() -> None:
+    """The Prometheus implementation satisfies the Metrics protocol others implement."""
+    assert isinstance(PrometheusMetrics(prometheus_client.CollectorRegistry()), Metrics)
