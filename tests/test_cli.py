@@ -7,11 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from replicate_audio import JobStatus
+from replicate_audio.app import ReplicateAudio
 from replicate_audio.audio import probe
+from replicate_audio.cli import load_app
+from replicate_audio.errors import ConfigurationError
+from replicate_audio.examples.catalog import sound_effect_config
+from replicate_audio.storage import SQLiteStore
+from replicate_audio.testing import Faults, ReplicateSimulator
 
 
 def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "replicate_audio.cli", *args],
@@ -19,6 +28,7 @@ def run(
         text=True,
         timeout=timeout,
         env={**os.environ, "COLUMNS": "120", **(env or {})},
+        cwd=cwd,
         check=False,
     )
 
@@ -55,3 +65,84 @@ def test_no_command_prints_help() -> None:
     assert result.returncode == 2
     for name in ("demo", "simulator", "jobs", "replay"):
         assert name in result.stderr
+
+
+# An app's own facade, whose sound effects go through its own processor.
+MY_AUDIO = """
+from pathlib import Path
+
+from replicate_audio import SoundEffectProcessor
+from replicate_audio.app import ReplicateAudio
+
+
+class MarkedEffects(SoundEffectProcessor):
+    def store_audio(self, job, path, info, context):
+        Path("stored-by-my-app.txt").write_text(f"{job.content_id} {info.duration:.2f}")
+        return super().store_audio(job, path, info, context)
+
+
+def create_audio():
+    return ReplicateAudio(processors={"sound_effect": MarkedEffects()})
+
+
+NOT_AN_APP = 3
+"""
+
+
+def test_replay_with_the_apps_own_processors(simulator: ReplicateSimulator, tmp_path: Path) -> None:
+    """`replicate-audio replay ID --app my_audio:create_audio` runs a dead job through the
+    app's own processor (the one its web process uses), not the built-in one."""
+    database = tmp_path / "jobs.sqlite3"
+    settings = simulator.settings(base_url="http://127.0.0.1:9")
+    with SQLiteStore(database) as store:
+        simulator.queue_faults(Faults(drop_ratio=1.0))  # the job is made dead by hand below
+        job = ReplicateAudio(settings, store).generate_sync(
+            "sound_effect", 5, sound_effect_config("a door", 1.0)
+        )
+        store.record_event("w1", job.id, simulator.wait_for_prediction(job.id))
+        assert store.claim_job(job.id, stale_after=60) is not None
+        reason = "DownloadError: the outage outlasted the retries"
+        processing = {JobStatus.PROCESSING}
+        assert store.transition(job.id, expected=processing, new=JobStatus.DEAD, error=reason)
+    (tmp_path / "my_audio.py").write_text(MY_AUDIO)
+    env = {
+        "REPLICATE_API_BASE_URL": simulator.url,
+        "REPLICATE_API_TOKEN": simulator.api_token,
+        "REPLICATE_WEBHOOK_SECRET": simulator.secret,
+        "REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS": simulator.url,
+        "REPLICATE_AUDIO_ALLOW_PRIVATE_OUTPUT_HOSTS": "1",
+        "REPLICATE_AUDIO_DATABASE": str(database),
+    }
+    result = run("replay", job.id, "--app", "my_audio:create_audio", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{job.id}  completed" in result.stdout
+    assert (tmp_path / "stored-by-my-app.txt").read_text() == "5 1.00"
+    listed = run("jobs", "--app", "my_audio:create_audio", env=env, cwd=tmp_path)
+    assert f"{job.id}  completed  sound_effect/5" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("my_audio", "must look like package.module:audio"),
+        ("no_such_module:audio", "cannot load 'no_such_module:audio'"),
+        ("my_audio:missing", "cannot load 'my_audio:missing'"),
+        ("my_audio:NOT_AN_APP", "'my_audio:NOT_AN_APP' is a int, not a ReplicateAudio"),
+    ],
+)
+def test_app_that_cannot_be_loaded_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str, message: str
+) -> None:
+    """A malformed, missing or wrong --app is a ConfigurationError naming --app and the spec;
+    the command prints it and exits 1."""
+    (tmp_path / "my_audio.py").write_text(MY_AUDIO)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "my_audio", raising=False)
+    with pytest.raises(ConfigurationError, match="--app") as raised:
+        load_app(spec)
+    assert message in str(raised.value)
+    env = {"REPLICATE_AUDIO_DATABASE": str(tmp_path / "jobs.sqlite3")}
+    result = run("replay", "x", "--app", spec, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .config import Settings
-from .errors import ReplicateAudioError
+from .errors import ConfigurationError, ReplicateAudioError
 from .jobs import Job, JobStatus, utcnow
+
+if TYPE_CHECKING:
+    from .app import ReplicateAudio
 
 __all__ = ["main"]
 
@@ -31,6 +36,46 @@ def command(
         return run
 
     return register
+
+
+def _app_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:NAME",
+        help="your ReplicateAudio, or a function returning one (its store, processors and "
+        "dispatcher); by default one is built from the environment",
+    )
+
+
+def load_app(spec: str | None, **defaults: Any) -> ReplicateAudio:
+    """The app's :class:`ReplicateAudio` named by *spec* (``package.module:name``, where *name*
+    is one or a function returning one), imported from the current directory as gunicorn
+    and uvicorn do; without *spec*, ``ReplicateAudio(**defaults)`` from the environment.
+
+    Raises:
+        ConfigurationError: *spec* is malformed, cannot be imported, or names something else.
+    """
+    from .app import ReplicateAudio
+
+    if spec is None:
+        return ReplicateAudio(**defaults)
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ConfigurationError("--app", f"must look like package.module:audio, not {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in name.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as error:
+        raise ConfigurationError("--app", f"cannot load {spec!r}: {error}") from error
+    if callable(found) and not isinstance(found, ReplicateAudio):
+        found = found()
+    if not isinstance(found, ReplicateAudio):
+        kind = type(found).__name__
+        raise ConfigurationError("--app", f"{spec!r} is a {kind}, not a ReplicateAudio")
+    return found
 
 
 def _simulator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,35 +134,39 @@ def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
     statuses = [status.value for status in JobStatus]
     parser.add_argument("--status", action="append", choices=statuses, help="only these")
     parser.add_argument("--limit", type=int, default=50)
+    _app_argument(parser)
 
 
 @command("jobs", "list jobs in REPLICATE_AUDIO_DATABASE, oldest first", _jobs_arguments)
 def _jobs(args: argparse.Namespace) -> int:
-    from .storage import call_blocking, open_store
+    from .storage import call_blocking
 
-    store = open_store(Settings.from_env().database)
+    try:
+        store = load_app(args.app, sweep_interval=0).store
+    except ReplicateAudioError as error:
+        print(error, file=sys.stderr)
+        return 1
     statuses = [JobStatus(value) for value in args.status] if args.status else None
     jobs: list[Job] = call_blocking(
         store.list_jobs, statuses=statuses, updated_before=utcnow(), limit=args.limit
     )
     for job in jobs:
-        error = f"  {job.error}" if job.error else ""
-        print(f"{job.id}  {job.status.value:<10} {job.content_type}/{job.content_id}{error}")
+        reason = f"  {job.error}" if job.error else ""
+        print(f"{job.id}  {job.status.value:<10} {job.content_type}/{job.content_id}{reason}")
     return 0
 
 
 def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", help="the id of a dead job (its prediction id)")
+    _app_argument(parser)
 
 
 @command("replay", "run a dead job again from its recorded prediction", _replay_arguments)
 def _replay(args: argparse.Namespace) -> int:
     import anyio
 
-    from .app import ReplicateAudio
-
-    audio = ReplicateAudio(sweep_interval=0)
     try:
+        audio = load_app(args.app, sweep_interval=0)
         job = anyio.run(audio.replay, args.job_id)
     except ReplicateAudioError as error:
         print(error, file=sys.stderr)
@@ -128,23 +177,37 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=4, help="jobs processed at once")
-    parser.add_argument("--queue", default="replicate_audio", help="the Dramatiq queue to consume")
+    parser.add_argument(
+        "--queue", help="the Dramatiq queue to consume (default replicate_audio; with --app, "
+        "the queue of the app's dispatcher)"
+    )  # fmt: skip
+    _app_argument(parser)
 
 
 @command("worker", "process jobs from REPLICATE_AUDIO_BROKER_URL (Dramatiq)", _worker_arguments)
 def _worker(args: argparse.Namespace) -> int:
-    from .app import ReplicateAudio
-
     try:
         from .dispatch.dramatiq import DramatiqDispatcher, run_worker
 
-        dispatcher = DramatiqDispatcher(queue_name=args.queue)
-        audio = ReplicateAudio(dispatcher=dispatcher)
+        if args.app is None:
+            queue = args.queue or "replicate_audio"
+            audio = load_app(None, dispatcher=DramatiqDispatcher(queue_name=queue))
+        elif args.queue is not None:
+            message = "with --app, the queue is the one of the app's DramatiqDispatcher"
+            raise ConfigurationError("--queue", message)
+        else:
+            audio = load_app(args.app)
+        dispatcher = audio.dispatcher
+        if not isinstance(dispatcher, DramatiqDispatcher):
+            kind = type(dispatcher).__name__
+            message = f"its dispatcher is a {kind}, not a DramatiqDispatcher"
+            raise ConfigurationError("--app", message)
     except (ImportError, ReplicateAudioError) as error:
         print(error, file=sys.stderr)
         return 1
     try:
-        print(f"worker consuming queue {args.queue!r} with {args.threads} threads", flush=True)
+        queue = dispatcher.queue_name
+        print(f"worker consuming queue {queue!r} with {args.threads} threads", flush=True)
         run_worker(audio, threads=args.threads)
     except ReplicateAudioError as error:
         print(error, file=sys.stderr)

@@ -199,11 +199,28 @@ def test_storage_error_makes_dramatiq_retry(site: Site) -> None:
     assert len(site.simulator.downloads) == 1
 
 
+# An app's own facade for `replicate-audio worker --app worker_app:audio`.
+WORKER_APP = """
+import os
+
+from replicate_audio.app import ReplicateAudio
+from replicate_audio.dispatch.dramatiq import DramatiqDispatcher
+
+audio = ReplicateAudio(dispatcher=DramatiqDispatcher(queue_name=os.environ["TEST_QUEUE"]))
+"""
+
+
+@pytest.mark.parametrize("how", ["environment", "app"])
 def test_worker_command_processes_and_stops_on_sigterm(
-    queue: Queue, simulator: ReplicateSimulator, receiver: WebhookReceiver, tmp_path: Path
+    queue: Queue,
+    simulator: ReplicateSimulator,
+    receiver: WebhookReceiver,
+    tmp_path: Path,
+    how: str,
 ) -> None:
-    """`replicate-audio worker`, configured by the environment, completes a queued job and
-    exits 0 on SIGTERM."""
+    """`replicate-audio worker`, configured by the environment (or given the app's own facade
+    with --app), completes a queued job and exits 0 on SIGTERM."""
+    (tmp_path / "worker_app.py").write_text(WORKER_APP)
     database = tmp_path / "jobs.sqlite3"
     settings = simulator.settings(base_url=receiver.url)
     store = SQLiteStore(database)
@@ -218,10 +235,12 @@ def test_worker_command_processes_and_stops_on_sigterm(
         "REPLICATE_AUDIO_ALLOW_PRIVATE_OUTPUT_HOSTS": "1",
         "REPLICATE_AUDIO_DATABASE": str(database),
         "REPLICATE_AUDIO_BROKER_URL": queue.url,
+        "TEST_QUEUE": queue.name,
     }
-    command = [sys.executable, "-m", "replicate_audio.cli", "worker", "--queue", queue.name]
+    command = [sys.executable, "-m", "replicate_audio.cli", "worker", "--threads", "2"]
+    command += ["--queue", queue.name] if how == "environment" else ["--app", "worker_app:audio"]
     process = subprocess.Popen(
-        [*command, "--threads", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         job = receiver.call(audio.generate, "sound_effect", 7, sound_effect_config("door", 1.0))
@@ -234,6 +253,7 @@ def test_worker_command_processes_and_stops_on_sigterm(
             process.kill()
             process.wait()
     assert process.returncode == 0, err.decode()
+    assert f"worker consuming queue {queue.name!r}".encode() in out
     assert b"worker stopped" in out
     store.close()
 
