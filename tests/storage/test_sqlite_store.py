@@ -102,6 +102,33 @@ def test_closed_store_raises_storage_error(tmp_path: Path) -> None:
         store.get_job("p1")
 
 
+def test_close_while_another_thread_queries(tmp_path: Path) -> None:
+    """close() leaves a connection another live thread owns to that thread: its query in
+    flight finishes, and its next call raises StorageError (a shutdown racing a sweep)."""
+    import threading
+
+    store = SQLiteStore(tmp_path / "jobs.db")
+    store.create_job(Job(id="p1", content_type="sound_effect", content_id="7"))
+    started, outcome = threading.Event(), []
+
+    def query_until_closed() -> None:
+        try:
+            while True:
+                store.list_jobs(limit=100)
+                started.set()
+        except StorageError as error:
+            outcome.append(error)
+
+    threads = [threading.Thread(target=query_until_closed) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    started.wait(timeout=10)
+    store.close()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert [str(error) for error in outcome] == [f"SQLite store {store.path} is closed"] * 4
+
+
 def _claim_in_forked_child(store: SQLiteStore) -> None:
     os._exit(0 if store.claim_job("p1", stale_after=60) is not None else 1)
 

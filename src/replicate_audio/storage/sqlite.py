@@ -106,11 +106,18 @@ class SQLiteStore(SerialJobStore):
         self._closed = False
 
     def close(self) -> None:
-        """Close every connection; the store cannot be used afterwards."""
+        """Close the store: every later call raises :class:`StorageError`.
+
+        The connections of this thread and of finished threads are closed here. A connection
+        that another live thread owns may be in the middle of a query, so it is left to that
+        thread: closed on its next call, or when the thread ends.
+        """
+        me = threading.current_thread()
         with self._lock:
             self._closed = True
-            connections, self._connections = self._connections, []
-        for _, connection in connections:
+            mine = [c for thread, c in self._connections if thread is me or not thread.is_alive()]
+            self._connections = [(thread, c) for thread, c in self._connections if c not in mine]
+        for connection in mine:
             connection.close()
 
     def __enter__(self) -> SQLiteStore:
@@ -130,7 +137,10 @@ class SQLiteStore(SerialJobStore):
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         # A forked child must not touch its parent's connections: it opens its own.
         if connection is not None and self._local.pid == os.getpid():
-            return connection
+            if not self._closed:
+                return connection
+            self._local.connection = None
+            connection.close()  # close() left it to this thread
         with self._lock, self._errors():
             if self._closed:
                 raise StorageError(f"SQLite store {self.path} is closed")
