@@ -8,22 +8,26 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import attrs
 import httpx
 import pytest
 
-from replicate_audio import ReplicateAudioConfig
+from replicate_audio import ReplicateAudioConfig, Settings
 from replicate_audio.app import ReplicateAudio
 from replicate_audio.download import Downloader
 from replicate_audio.errors import PredictionError
-from replicate_audio.metrics import Metrics, PrometheusMetrics
-from replicate_audio.storage import SQLiteStore
-from replicate_audio.testing import Faults, ReplicateSimulator, sign_webhook
+from replicate_audio.jobs import Job, JobStatus
+from replicate_audio.metrics import PrometheusMetrics
+from replicate_audio.storage import MemoryStore, SQLiteStore
+from replicate_audio.testing import Faults, ReplicateSimulator, generate_secret, sign_webhook
 from replicate_audio.testing.servers import listen, serve_asgi, url_of
+from webhook_receiver import WebhookReceiver
 
 prometheus_client = pytest.importorskip("prometheus_client")
 pytest.importorskip("fastapi")
 
+MAX_BODY = 64 * 1024
 EFFECT = ReplicateAudioConfig(
     model="stability-ai/stable-audio-2.5", input={"prompt": "a door", "duration": 2}, duration=1
 )
@@ -51,7 +55,7 @@ def served(simulator: ReplicateSimulator, tmp_path: Path) -> Iterator[tuple[Repl
 
     registry = prometheus_client.CollectorRegistry()
     sock = listen()
-    settings = simulator.settings(base_url=url_of(sock))
+    settings = simulator.settings(base_url=url_of(sock), max_webhook_bytes=MAX_BODY)
     store = SQLiteStore(tmp_path / "jobs.sqlite3")
     audio = ReplicateAudio(
         settings,
@@ -107,6 +111,8 @@ def test_counts_match_what_happened(
         signed = sign_webhook(body, simulator.secret)
         client.post("/api/replicate-webhook/voiceover/1", content=body, headers=signed)
         client.post("/api/replicate-webhook/sound_effect/1", content=body)  # unsigned
+        too_large = b" " * (MAX_BODY + 1)
+        client.post("/api/replicate-webhook/sound_effect/1", content=too_large, headers=signed)
         samples = scrape(client)
     assert statuses == ["completed", "failed", "dead"]
 
@@ -126,20 +132,82 @@ def test_counts_match_what_happened(
     assert count("webhooks_total", **effect, code="200") == len(delivered)
     assert count("webhooks_total", content_type="unknown", code="404") == 1
     assert count("webhooks_total", **effect, code="401") == 1
+    assert count("webhooks_total", **effect, code="413") == 1  # refused by the adapter
 
 
 def test_one_set_of_collectors_per_registry() -> None:
-    """Building PrometheusMetrics twice on one registry (an app factory called twice) shares the
-    collectors instead of failing on duplicate names; another registry gets its own."""
-    registry = prometheus_client.CollectorRegistry()
-    first, second = PrometheusMetrics(registry), PrometheusMetrics(registry)
-    assert first.webhooks is second.webhooks
-    assert PrometheusMetrics(prometheus_client.CollectorRegistry()).webhooks is not first.webhooks
-    second.webhook_answered("sound_effect", 200)
+    """PrometheusMetrics built twice on one registry (an app factory called twice) counts into
+    the same series instead of failing on duplicate names; another registry counts apart."""
+    registry, other = prometheus_client.CollectorRegistry(), prometheus_client.CollectorRegistry()
+    for metrics in (
+        PrometheusMetrics(registry),
+        PrometheusMetrics(registry),
+        PrometheusMetrics(other),
+    ):
+        metrics.webhook_answered("sound_effect", 200)
     labels = {"content_type": "sound_effect", "code": "200"}
-    assert registry.get_sample_value("replicate_audio_webhooks_total", labels) == 1.0
+    assert registry.get_sample_value("replicate_audio_webhooks_total", labels) == 2
+    assert other.get_sample_value("replicate_audio_webhooks_total", labels) == 1
 
 
-def test_prometheus_metrics_is_a_metrics() -> None:
-    """The Prometheus implementation satisfies the Metrics protocol others implement."""
-    assert isinstance(PrometheusMetrics(prometheus_client.CollectorRegistry()), Metrics)
+class BrokenMetrics:
+    """A metrics backend that is down: every call raises."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def prediction_created(self, content_type: str, *, ok: bool) -> None:
+        self._fail("prediction_created")
+
+    def webhook_answered(self, content_type: str, status_code: int) -> None:
+        self._fail("webhook_answered")
+
+    def job_finished(self, job: Job, *, processing_seconds: float | None) -> None:
+        self._fail("job_finished")
+
+    def _fail(self, name: str) -> None:
+        self.calls.append(name)
+        raise RuntimeError("the metrics backend is down")
+
+
+def test_a_failing_metrics_backend_changes_nothing(
+    simulator: ReplicateSimulator,
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Metrics that raise are logged and ignored: the prediction is created, every delivery
+    answered 200, the job completed and logged."""
+    broken = BrokenMetrics()
+    settings = simulator.settings(base_url=receiver.url)
+    with SQLiteStore(tmp_path / "jobs.sqlite3") as store:
+        audio = ReplicateAudio(settings, store, sweep_interval=0, metrics=broken)
+        receiver.serve(audio)
+        job = receiver.call(audio.generate, "sound_effect", 1, EFFECT)
+        done = receiver.wait_for(job.id)
+        simulator.wait_idle()
+        receiver.close()
+        logs = [entry.status for entry in store.list_logs(job.id)]
+    assert done.status is JobStatus.COMPLETED
+    assert logs == [JobStatus.COMPLETED]
+    assert all(d.status_code == 200 for d in simulator.deliveries)
+    assert set(broken.calls) == {"prediction_created", "webhook_answered", "job_finished"}
+    assert "the metrics backend is down" in caplog.text
+
+
+class StoreDown(MemoryStore):
+    def get_job(self, job_id: str) -> Job | None:
+        raise RuntimeError("a bug in a custom store")
+
+
+def test_a_delivery_that_raises_is_counted_as_500() -> None:
+    """A delivery whose handling raises is counted under 500, and the error still propagates."""
+    registry = prometheus_client.CollectorRegistry()
+    settings = Settings(webhook_secrets=(generate_secret(),))
+    audio = ReplicateAudio(settings, StoreDown(), metrics=PrometheusMetrics(registry))
+    body = json.dumps({"id": "p1", "status": "succeeded"}).encode()
+    headers = sign_webhook(body, settings.webhook_secrets[0])
+    with pytest.raises(RuntimeError, match="a bug in a custom store"):
+        anyio.run(audio.handle_webhook, "sound_effect", "1", headers, body)
+    labels = {"content_type": "sound_effect", "code": "500"}
+    assert registry.get_sample_value("replicate_audio_webhooks_total", labels) == 1

@@ -82,7 +82,7 @@ def stored_duration(audio: ReplicateAudio, receiver: WebhookReceiver, content: s
 
 
 def test_sound_effect_end_to_end(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore, tmp_path: Path
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     """A sound effect is generated, delivered, downloaded, trimmed to 2 s and stored once."""
     audio = start(simulator, receiver, store)
@@ -99,7 +99,7 @@ def test_sound_effect_end_to_end(
 
 
 def test_background_music_is_not_trimmed(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore, tmp_path: Path
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     """Background music is stored whole, in the format the model produced (wav)."""
     audio = start(simulator, receiver, store)
@@ -112,7 +112,7 @@ def test_background_music_is_not_trimmed(
 
 
 def test_duplicates_and_out_of_order_store_once(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """Three copies of every webhook, in any order: one download, one store, one log line."""
     audio = start(simulator, receiver, store)
@@ -248,7 +248,7 @@ def test_download_faults_are_retried(
 
 
 def test_expired_output_is_dead_then_replayed(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """410 is permanent: the job is parked dead with its reason; replay runs it again."""
     audio = start(simulator, receiver, store)
@@ -266,7 +266,7 @@ def test_expired_output_is_dead_then_replayed(
 
 
 def test_missing_output_file_is_dead(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """A 404 on the output is not retried: the job is dead, naming the status."""
     audio = start(simulator, receiver, store)
@@ -284,7 +284,7 @@ async def _direct(audio: ReplicateAudio, prediction: dict[str, Any]) -> Job:
 
 
 def test_oversized_output_is_refused(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """An output above REPLICATE_AUDIO_MAX_AUDIO_BYTES is refused and the job parked dead."""
     audio = start(simulator, receiver, store, max_audio_bytes=2000)
@@ -341,7 +341,7 @@ class VoiceoverProcessor(AudioPostProcessor):
 
 
 def test_custom_processor_is_used(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """A processor for a new content type is routed to without touching the library."""
     voiceover = VoiceoverProcessor()
@@ -389,7 +389,7 @@ def test_temp_directory_empty_after_100_jobs_with_faults(
 
 
 def test_large_wav_is_processed_without_holding_it_in_memory(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """A 21 MB WAV is downloaded, trimmed and stored with a Python heap peak far below its size."""
     audio = start(simulator, receiver, store)
@@ -476,7 +476,7 @@ def test_production_settings_refuse_before_connecting(url: str) -> None:
 
 
 def test_lost_webhooks_are_reconciled(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """When every webhook is lost, the sweep asks Replicate and stores the audio anyway."""
     config = simulator.settings(base_url=receiver.url)
@@ -504,7 +504,7 @@ class SlowStoreProcessor(VoiceoverProcessor):
 
 
 def test_slow_job_keeps_its_claim(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """A job that takes longer than its lease renews its claim: no sweep hands it to a second
     worker, and it is stored once."""
@@ -577,7 +577,7 @@ def run_voiceover(
 
 
 def test_a_worker_taken_over_stops_before_storing(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """A worker stalls in its trim past its lease and the job is taken over: its next renewal
     fails, so it stops without storing, logging or moving the job; the sweep hands the
@@ -592,7 +592,7 @@ def test_a_worker_taken_over_stops_before_storing(
 
 
 def test_a_worker_taken_over_cannot_complete_the_job(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
     """A worker whose job is taken over after it stored, but before it completes, loses the
     fenced completion: the job stays with the worker that holds the newer claim."""
@@ -618,3 +618,63 @@ def test_a_worker_taken_over_cannot_complete_the_job(
     assert (after.status, after.attempts) == (JobStatus.PROCESSING, 2)
     assert store.get_job(job.id) == after
     assert len(voice.stored) == 1
+
+
+class RenewalFails(SQLiteStore):
+    """A store whose claim renewals raise something other than StorageError."""
+
+    def transition(self, job_id: str, **changes: Any) -> Job | None:
+        if changes["new"] is JobStatus.PROCESSING:
+            raise RuntimeError("the renewal broke")
+        return super().transition(job_id, **changes)
+
+
+class NoAttempt(SQLiteStore):
+    """A store written before transition() took attempt=."""
+
+    def transition(  # type: ignore[override]
+        self,
+        job_id: str,
+        *,
+        expected: Any,
+        new: JobStatus,
+        error: str | None = None,
+        prediction: dict[str, Any] | None = None,
+    ) -> Job | None:
+        return super().transition(
+            job_id, expected=expected, new=new, error=error, prediction=prediction
+        )
+
+
+@pytest.mark.parametrize("kind", [RenewalFails, NoAttempt])
+def test_stores_that_cannot_fence_still_complete(
+    simulator: ReplicateSimulator,
+    receiver: WebhookReceiver,
+    tmp_path: Path,
+    kind: type[SQLiteStore],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A slow job whose renewals raise (not a StorageError), or whose store predates attempt=,
+    still completes, once, with a warning saying why."""
+    with kind(tmp_path / "jobs.sqlite3") as store:
+        slow = SlowStoreProcessor()
+        config = simulator.settings(base_url=receiver.url)
+        audio = ReplicateAudio(
+            config,
+            store,
+            processors=default_processors() | {"voiceover": slow},
+            downloader=Downloader(config, backoff=0.01, max_backoff=0.05),
+            lease=0.3,
+            sweep_interval=0,
+        )
+        receiver.serve(audio)
+        simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
+        job = receiver.call(
+            audio.generate, "voiceover", "v", ReplicateAudioConfig(model="acme/voice", input={})
+        )
+        done = receiver.wait_for(job.id)
+        receiver.close()
+    assert (done.status, done.attempts) == (JobStatus.COMPLETED, 1)
+    assert len(slow.stored) == 1
+    expected = "the renewal broke" if kind is RenewalFails else "takes no attempt="
+    assert expected in caplog.text

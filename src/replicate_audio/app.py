@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -14,10 +15,10 @@ from .background import BackgroundWork
 from .config import ReplicateAudioConfig, Settings
 from .dispatch import Dispatcher, InProcessDispatcher
 from .download import Downloader
-from .errors import JobNotFoundError, ReplicateAudioError, StorageError, WebhookVerificationError
+from .errors import JobNotFoundError, StorageError, WebhookVerificationError
 from .jobs import Job, JobStatus
-from .metrics import Metrics
-from .pipeline import DEFAULT_LEASE, count_final_event, process_job, replay
+from .metrics import Metrics, count_final_event, guarded
+from .pipeline import DEFAULT_LEASE, process_job, replay
 from .predictions import acreate_webhook_prediction, client_for, create_webhook_prediction
 from .processors import AudioPostProcessor
 from .storage import Store, StoredAudio, call, open_store
@@ -90,7 +91,7 @@ class ReplicateAudio:
         self.downloader = downloader or Downloader(self.settings)
         self.client = client
         self.lease = lease
-        self.metrics = metrics
+        self.metrics = guarded(metrics)
         self._background = BackgroundWork(
             self, sweep_interval=sweep_interval, reconcile_after=reconcile_after
         )
@@ -127,34 +128,34 @@ class ReplicateAudio:
             UnknownContentTypeError, InvalidContentIdError, PredictionError: as
                 :func:`acreate_webhook_prediction` does.
         """
-        try:
-            job = await acreate_webhook_prediction(
+        with self._counting_prediction(content_type):
+            return await acreate_webhook_prediction(
                 content_type, content_id, config, **self._creation_options()
             )
-        except ReplicateAudioError:
-            self._count_prediction(content_type, ok=False)
-            raise
-        self._count_prediction(content_type, ok=True)
-        return job
 
     def generate_sync(
         self, content_type: str, content_id: str | int, config: ReplicateAudioConfig
     ) -> Job:
         """:meth:`generate` for synchronous code (Flask views, scripts)."""
-        try:
-            job = create_webhook_prediction(
+        with self._counting_prediction(content_type):
+            return create_webhook_prediction(
                 content_type, content_id, config, **self._creation_options()
             )
-        except ReplicateAudioError:
-            self._count_prediction(content_type, ok=False)
-            raise
-        self._count_prediction(content_type, ok=True)
-        return job
 
-    def _count_prediction(self, content_type: str, *, ok: bool) -> None:
-        if self.metrics is not None:
-            known = content_type in self.content_types
-            self.metrics.prediction_created(content_type if known else "unknown", ok=ok)
+    def _label(self, content_type: str) -> str:
+        """*content_type* as a metrics label: ``unknown`` unless served, so that callers
+        cannot grow the label set."""
+        return content_type if content_type in self.content_types else "unknown"
+
+    @contextmanager
+    def _counting_prediction(self, content_type: str) -> Iterator[None]:
+        created = False
+        try:
+            yield
+            created = True
+        finally:
+            if self.metrics is not None:
+                self.metrics.prediction_created(self._label(content_type), ok=created)
 
     # -- receiving webhooks -------------------------------------------------------------
 
@@ -168,18 +169,30 @@ class ReplicateAudio:
         400 a body that is not a prediction; 404 unknown content type, or no job of ours
         matches; 413 body too large; 503 our store is down (so Replicate retries).
         """
-        outcome = await self._handle_webhook(content_type, content_id, headers, body)
-        if self.metrics is not None:
-            known = content_type in self.content_types
-            self.metrics.webhook_answered(content_type if known else "unknown", outcome.status_code)
+        if len(body) > self.settings.max_webhook_bytes:
+            return self.oversized_webhook(content_type)
+        try:
+            outcome = await self._handle_webhook(content_type, content_id, headers, body)
+        except Exception:
+            self._count_webhook(content_type, 500)
+            raise
+        self._count_webhook(content_type, outcome.status_code)
         return outcome
+
+    def oversized_webhook(self, content_type: str) -> WebhookOutcome:
+        """The 413 for a delivery larger than ``max_webhook_bytes``: what adapters answer when
+        they stop reading a body at the limit (counted like every other answer)."""
+        self._count_webhook(content_type, 413)
+        limit = self.settings.max_webhook_bytes
+        return WebhookOutcome.refuse(413, f"the body is larger than {limit} bytes")
+
+    def _count_webhook(self, content_type: str, status_code: int) -> None:
+        if self.metrics is not None:
+            self.metrics.webhook_answered(self._label(content_type), status_code)
 
     async def _handle_webhook(
         self, content_type: str, content_id: str, headers: Mapping[str, str], body: bytes
     ) -> WebhookOutcome:
-        if len(body) > self.settings.max_webhook_bytes:
-            limit = self.settings.max_webhook_bytes
-            return WebhookOutcome.refuse(413, f"the body is larger than {limit} bytes")
         if content_type not in self.content_types:
             return WebhookOutcome.refuse(404, f"unknown content type {content_type!r}")
         try:

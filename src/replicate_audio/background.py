@@ -12,7 +12,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .jobs import JobStatus, utcnow
-from .pipeline import count_final_event
+from .metrics import count_final_event
 from .predictions import prediction_dict
 from .storage import call
 from .webhooks import Prediction

@@ -8,15 +8,21 @@ by the worker whose move to the final status won, however many deliveries and wo
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .jobs import Job
+from .jobs import Job, JobStatus
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["Metrics", "PrometheusMetrics"]
+    from .storage import RecordedEvent
+
+__all__ = ["Metrics", "PrometheusMetrics", "guarded"]
+
+logger = logging.getLogger("replicate_audio")
 
 #: Histogram buckets, in seconds: post-processing takes tenths of a second, generation minutes.
 PROCESSING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -30,17 +36,85 @@ _REGISTERED: dict[int, tuple[CollectorRegistry, dict[str, Any]]] = {}
 
 @runtime_checkable
 class Metrics(Protocol):
-    """Told about what happens; must be quick and must not raise."""
+    """Told about what happens, on the event loop or a request's thread: keep it quick. What
+    it raises is logged and swallowed (see :func:`guarded`); the work goes on."""
 
     def prediction_created(self, content_type: str, *, ok: bool) -> None:
-        """A prediction was asked for: created (*ok*) or refused by Replicate or by us."""
+        """A prediction was asked for.
+
+        Args:
+            content_type: the content type, or ``"unknown"`` for one the app does not serve.
+            ok: created and recorded; False when Replicate or our own checks refused.
+        """
 
     def webhook_answered(self, content_type: str, status_code: int) -> None:
-        """A delivery was answered; *content_type* is ``"unknown"`` for one we do not serve."""
+        """A delivery was answered.
+
+        Args:
+            content_type: from the route, or ``"unknown"`` for one the app does not serve.
+            status_code: what it was answered (500 when handling it raised).
+        """
 
     def job_finished(self, job: Job, *, processing_seconds: float | None) -> None:
-        """*job* reached a final status (completed, dead, failed, canceled) by this process's
-        hand; *processing_seconds* is the download and post-processing time when there was any."""
+        """A job reached a final status by this process's hand, once per time it finishes
+        (a replayed job finishes again).
+
+        Args:
+            job: the job as it was stored with its final status (completed, dead, failed,
+                canceled).
+            processing_seconds: from this worker's claim to the final status, for completed
+                and dead jobs; None for failed and canceled ones, which no worker ran.
+        """
+
+
+def guarded(metrics: Metrics | None) -> Metrics | None:
+    """*metrics* with each call's exception logged instead of raised: counting must never
+    fail a request or a job."""
+    if metrics is None or isinstance(metrics, _Guarded):
+        return metrics
+    return _Guarded(metrics)
+
+
+class _Guarded:
+    def __init__(self, inner: Metrics) -> None:
+        self.inner = inner
+
+    def prediction_created(self, content_type: str, *, ok: bool) -> None:
+        self._call("prediction_created", content_type, ok=ok)
+
+    def webhook_answered(self, content_type: str, status_code: int) -> None:
+        self._call("webhook_answered", content_type, status_code)
+
+    def job_finished(self, job: Job, *, processing_seconds: float | None) -> None:
+        self._call("job_finished", job, processing_seconds=processing_seconds)
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            getattr(self.inner, name)(*args, **kwargs)
+        except Exception:
+            logger.exception("metrics %r failed in %s; the work goes on", self.inner, name)
+
+
+class FinishReporter:
+    """Reports the jobs one claim finishes, with the seconds since the claim."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self.metrics = guarded(metrics)
+        self.started = time.monotonic()
+
+    def finished(self, job: Job) -> None:
+        if self.metrics is not None:
+            seconds = time.monotonic() - self.started
+            self.metrics.job_finished(job, processing_seconds=seconds)
+
+
+def count_final_event(recorded: RecordedEvent, metrics: Metrics | None) -> None:
+    """Report a job that this recorded delivery moved to ``failed`` or ``canceled`` (jobs
+    that complete or die are reported by the worker that finished them)."""
+    reporter = guarded(metrics)
+    ended_on_replicate = (JobStatus.FAILED, JobStatus.CANCELED)
+    if reporter is not None and recorded.changed and recorded.job.status in ended_on_replicate:
+        reporter.job_finished(recorded.job, processing_seconds=None)
 
 
 class PrometheusMetrics:

@@ -5,25 +5,24 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-import attrs
 
+from ._claims import ClaimLost, keep_claim, move
 from .download import Downloader
 from .errors import JobNotFoundError, ReplicateAudioError, StorageError
 from .jobs import Job, JobStatus
-from .metrics import Metrics
+from .metrics import FinishReporter, Metrics, count_final_event
 from .processors import (
     AudioPostProcessor,
     ProcessingContext,
     get_processor,
     register_processor,
 )
-from .storage import AudioInfo, LogEntry, RecordedEvent, Store, call
+from .storage import AudioInfo, LogEntry, Store, call
 from .webhooks import Prediction
 
 __all__ = [
@@ -39,8 +38,6 @@ logger = logging.getLogger("replicate_audio")
 
 #: Seconds a worker may hold a job in ``processing`` before another may take it over.
 DEFAULT_LEASE = 300.0
-
-_ENDED_ON_REPLICATE = frozenset({JobStatus.FAILED, JobStatus.CANCELED})
 
 
 async def _log(
@@ -62,64 +59,17 @@ async def _current(store: Store, job_id: str) -> Job:
     return job
 
 
-async def _move(store: Store, claimed: Job, new: JobStatus, error: str | None = None) -> Job | None:
-    """Move a job this worker claimed out of ``processing``, fenced by its attempt: once
-    another worker has taken the job over, this one can no longer move it."""
-    moved: Job | None = await call(
-        store.transition,
-        claimed.id,
-        expected=[JobStatus.PROCESSING],
-        new=new,
-        error=error,
-        attempt=claimed.attempts,
-    )
-    return moved
-
-
 async def _give_up(
-    job: Job, reason: str, processor: AudioPostProcessor, store: Store, clock: _Clock
+    job: Job, reason: str, processor: AudioPostProcessor, store: Store, reporter: FinishReporter
 ) -> Job:
     """Park a job as dead with its reason; everything needed to replay it stays on the job."""
-    dead = await _move(store, job, JobStatus.DEAD, reason)
+    dead = await move(store, job, JobStatus.DEAD, reason)
     if dead is None:
         return await _current(store, job.id)
     logger.warning("job %s is dead: %s", job.id, reason)
-    clock.finished(dead)
+    reporter.finished(dead)
     await _log(processor, dead, JobStatus.DEAD, reason, store)
     return dead
-
-
-@attrs.frozen
-class _Clock:
-    """Reports a job this worker finished to *metrics*, with the time since its claim."""
-
-    metrics: Metrics | None
-    started: float = attrs.field(factory=time.monotonic)
-
-    def finished(self, job: Job) -> None:
-        if self.metrics is not None:
-            seconds = time.monotonic() - self.started
-            self.metrics.job_finished(job, processing_seconds=seconds)
-
-
-class _ClaimLost(Exception):
-    """Another worker took the job over while this one was on it."""
-
-
-async def _keep_claim(store: Store, claimed: Job, lease: float, work: anyio.CancelScope) -> None:
-    """Renew the claim every third of the lease, so no sweep hands a slow job to another
-    worker while this one is still on it. Cancels *work* when the job was taken over anyway
-    (this worker stalled past its lease)."""
-    while True:
-        await anyio.sleep(lease / 3)
-        try:
-            renewed = await _move(store, claimed, JobStatus.PROCESSING)
-        except StorageError as error:  # the job's own writes will tell; keep working
-            logger.warning("could not renew the claim on job %s: %s", claimed.id, error)
-            continue
-        if renewed is None:
-            work.cancel()
-            return
 
 
 async def _process(
@@ -133,10 +83,10 @@ async def _process(
     lease: float,
 ) -> AudioInfo:
     """Download and process *url* while renewing the claim on *job*."""
-    # Stays _ClaimLost when the renewal cancels the work before it finishes.
-    outcome: AudioInfo | Exception = _ClaimLost(job.id)
+    # Stays ClaimLost when the renewal cancels the work before it finishes.
+    outcome: AudioInfo | Exception = ClaimLost(job.id)
     async with anyio.create_task_group() as group:
-        group.start_soon(_keep_claim, store, job, lease, group.cancel_scope)
+        group.start_soon(keep_claim, store, job, lease, group.cancel_scope)
         try:
             async with downloader.fetch(url) as source:
                 context = ProcessingContext(audio_store=store, result_log=store, work_dir=work)
@@ -156,12 +106,12 @@ async def _run(
     store: Store,
     downloader: Downloader,
     lease: float,
-    clock: _Clock,
+    reporter: FinishReporter,
 ) -> Job:
     urls = Prediction.from_dict(job.prediction).output_urls if job.prediction else ()
     if not urls:
         reason = "the prediction succeeded without an output URL"
-        return await _give_up(job, reason, processor, store, clock)
+        return await _give_up(job, reason, processor, store, reporter)
     work = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "replicate-audio-"))
     try:
         info = await _process(
@@ -173,28 +123,28 @@ async def _run(
             work=work,
             lease=lease,
         )
-    except _ClaimLost:
+    except ClaimLost:
         logger.warning("job %s was taken over by another worker; this one stops", job.id)
         return await _current(store, job.id)
     except StorageError:
         # Our own store is down: hand the job back so a later try can finish it.
-        await _move(store, job, JobStatus.RECEIVED)
+        await move(store, job, JobStatus.RECEIVED)
         raise
     except ReplicateAudioError as error:
-        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store, clock)
+        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store, reporter)
     except Exception as error:  # a user's processor failed; keep the job replayable
         logger.exception("processor %r failed on job %s", processor, job.id)
-        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store, clock)
+        return await _give_up(job, f"{type(error).__name__}: {error}", processor, store, reporter)
     finally:
         # Shielded: a job cancelled at shutdown still removes its scratch folder.
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, work, True)
-    done = await _move(store, job, JobStatus.COMPLETED)
+    done = await move(store, job, JobStatus.COMPLETED)
     if done is None:
         logger.warning("job %s was taken over by another worker before it completed", job.id)
         return await _current(store, job.id)
     logger.info("job %s stored %.2fs of %s", job.id, info.duration, info.format)
-    clock.finished(done)
+    reporter.finished(done)
     return done
 
 
@@ -243,15 +193,8 @@ async def process_job(
         store=store,
         downloader=downloader,
         lease=lease,
-        clock=_Clock(metrics),
+        reporter=FinishReporter(metrics),
     )
-
-
-def count_final_event(recorded: RecordedEvent, metrics: Metrics | None) -> None:
-    """Report a job that this recorded delivery moved to ``failed`` or ``canceled`` (jobs
-    that complete or die are reported by the worker that finished them)."""
-    if metrics is not None and recorded.changed and recorded.job.status in _ENDED_ON_REPLICATE:
-        metrics.job_finished(recorded.job, processing_seconds=None)
 
 
 async def process_webhook_result(

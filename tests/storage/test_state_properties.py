@@ -74,3 +74,53 @@ def test_deliveries_never_move_a_job_backwards(
             status = job.status
 
     check()
+
+
+# A worker's action: take the job (over), or a fenced move by the holder of the n-th claim.
+MOVES = [JobStatus.PROCESSING, JobStatus.COMPLETED, JobStatus.DEAD, JobStatus.RECEIVED]
+claims = st.lists(
+    st.one_of(st.just("claim"), st.tuples(st.integers(0, 3), st.sampled_from(MOVES))),
+    max_size=15,
+)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_only_the_latest_claim_moves_a_job(
+    kind: str, open_store: Callable[[str], AnyStore]
+) -> None:
+    """Whatever workers claim and take over, a fenced move wins exactly when its claim is the
+    latest and the job is still processing; attempts count the claims that won."""
+    store = open_store(kind)
+    job_ids = (f"fenced{number}" for number in itertools.count())
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(claims)
+    def check(sequence: list[str | tuple[int, JobStatus]]) -> None:
+        job_id = next(job_ids)
+        store.create_job(Job(id=job_id, content_type="sfx", content_id="1"))
+        store.record_event(f"{job_id}-done", job_id, {"id": job_id, "status": "succeeded"})
+        holders: list[int] = []  # the attempt each winning claim got
+        for action in sequence:
+            before = store.get_job(job_id)
+            assert before is not None
+            if action == "claim":
+                claimed = store.claim_job(job_id, stale_after=0)
+                if claimed is not None:
+                    holders.append(claimed.attempts)
+                elif before.status is JobStatus.RECEIVED:
+                    raise AssertionError("a received job could not be claimed")
+                continue
+            assert isinstance(action, tuple)
+            index, new = action
+            if index >= len(holders):
+                continue
+            moved = store.transition(
+                job_id, expected={JobStatus.PROCESSING}, new=new, attempt=holders[index]
+            )
+            latest = holders[index] == before.attempts
+            assert (moved is not None) == (before.status is JobStatus.PROCESSING and latest)
+        job = store.get_job(job_id)
+        assert job is not None
+        assert job.attempts == len(holders)
+
+    check()

@@ -156,8 +156,7 @@ def create_router(audio: ReplicateAudio) -> APIRouter:
     async def replicate_webhook(content_type: str, content_id: str, request: Request) -> Any:
         body = await _read_body(request, audio.settings.max_webhook_bytes)
         if body is None:
-            limit = audio.settings.max_webhook_bytes
-            return _answer(WebhookOutcome.refuse(413, f"the body is larger than {limit} bytes"))
+            return _answer(audio.oversized_webhook(content_type))
         outcome = await audio.handle_webhook(content_type, content_id, request.headers, body)
         return _answer(outcome)
 

@@ -120,7 +120,7 @@ def replicate_webhook(content_type: str, content_id: str) -> tuple[Response, int
     limit = extension.audio.settings.max_webhook_bytes
     body = _read_body(limit)
     if body is None:
-        return _answer(WebhookOutcome.refuse(413, f"the body is larger than {limit} bytes"))
+        return _answer(extension.audio.oversized_webhook(content_type))
     headers = dict(request.headers.items())
     outcome = extension.call(
         extension.audio.handle_webhook, content_type, content_id, headers, body
