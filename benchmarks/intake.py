@@ -19,12 +19,14 @@ from urllib.parse import urlsplit
 import anyio
 import attrs
 from measure import Section, Summary, duration, markdown_table, ratio
+from prometheus_client import CollectorRegistry
 from serving import in_child
 
 from replicate_audio import Settings
 from replicate_audio.app import ReplicateAudio
 from replicate_audio.dispatch import JobRunner
 from replicate_audio.jobs import Job
+from replicate_audio.metrics import Metrics, PrometheusMetrics
 from replicate_audio.storage import MemoryStore, SQLiteStore, Store
 from replicate_audio.testing import generate_secret, sign_webhook
 
@@ -121,12 +123,16 @@ async def _handle_all(audio: ReplicateAudio, spread: list[list[Delivery]]) -> In
     return Intake(wall, latencies, duplicates)
 
 
-def in_process(store: Store, jobs: list[Job], clients: int) -> Intake:
+def in_process(
+    store: Store, jobs: list[Job], clients: int, metrics: Metrics | None = None
+) -> Intake:
     """Deliver to ``handle_webhook`` directly, from *clients* concurrent tasks."""
     secret = generate_secret()
     for job in jobs:
         store.create_job(job)
-    audio = ReplicateAudio(settings(secret), store, dispatcher=NullDispatcher(), sweep_interval=0)
+    audio = ReplicateAudio(
+        settings(secret), store, dispatcher=NullDispatcher(), sweep_interval=0, metrics=metrics
+    )
     return anyio.run(_handle_all, audio, lanes(jobs, secret, clients))
 
 
@@ -217,6 +223,10 @@ def run(*, quick: bool, folder: Path) -> Section:
     notes = []
     measured["`MemoryStore`, in process"] = _rounds(
         lambda batch: in_process(MemoryStore(), batch, CLIENTS), jobs, rounds
+    )
+    metrics = PrometheusMetrics(CollectorRegistry())
+    measured["`MemoryStore`, in process, with `PrometheusMetrics`"] = _rounds(
+        lambda batch: in_process(MemoryStore(), batch, CLIENTS, metrics), jobs, rounds
     )
     with SQLiteStore(folder / "intake.sqlite3") as sqlite:
         measured["`SQLiteStore`, in process"] = _rounds(
