@@ -62,6 +62,8 @@ def test_every_variable_is_read() -> None:
         ("REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS", "bad_host!"),
         ("REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS", "http://127.0.0.1:99999"),
         ("REPLICATE_AUDIO_WEBHOOK_PREFIX", "api"),
+        ("REPLICATE_AUDIO_WEBHOOK_PREFIX", "/a b?x#y"),
+        ("REPLICATE_AUDIO_WEBHOOK_PREFIX", "/api//hooks"),
         ("BASE_URL", "not a url"),
         ("BASE_URL", "https://[::1"),
         ("BASE_URL", "https://app.example.com:99999"),

@@ -1,13 +1,9 @@
-"""Prediction creation through the real replicate client: against the ReplicateSimulator, and
-against a scripted loopback server for the answers the simulator does not give (402, 5xx)."""
+"""Prediction creation through the real replicate client against the ReplicateSimulator:
+exact requests, retries of 429 and 5xx, and refusals."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,88 +29,9 @@ VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 
 
-class FixtureReplicate(ThreadingHTTPServer):
-    """Records every request and answers from a script of (status, headers, body)."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[dict[str, Any]] = []
-        self.script: list[tuple[int, dict[str, str], dict[str, Any]]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
-        if self.script:
-            return self.script.pop(0)
-        prediction = {
-            "id": f"pred{len(self.requests) - 1}",
-            "model": path,
-            "version": body.get("version", "hidden"),
-            "status": "starting",
-            "input": body.get("input"),
-            "output": None,
-            "logs": "",
-            "error": None,
-            "metrics": {},
-            "created_at": "2026-11-24T10:00:00Z",
-            "urls": {"get": f"{self.url}/v1/predictions/pred"},
-        }
-        return 201, {}, prediction
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FixtureReplicate
-
-    def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = json.loads(raw or b"{}")
-        self.server.requests.append(
-            {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.monotonic()}
-        )
-        status, headers, answer = self.server.answer(self.path, body)
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        for name, value in {"content-type": "application/json", **headers}.items():
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[FixtureReplicate]:
-    fixture = FixtureReplicate()
-    thread = threading.Thread(target=fixture.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield fixture
-    fixture.shutdown()
-    fixture.server_close()
-
-
-@pytest.fixture
-def settings(server: FixtureReplicate) -> Settings:
-    return Settings(
-        base_url="https://app.example.com",
-        api_token="r8_fixture_token",
-        api_base_url=server.url,
-        webhook_prefix="/hooks",
-    )
-
-
 @pytest.fixture
 def store() -> MemoryStore:
     return MemoryStore()
-
-
-def problem(status: int, detail: str) -> dict[str, Any]:
-    return {"title": "error", "detail": detail, "status": status}
 
 
 @pytest.fixture
@@ -209,38 +126,40 @@ def test_429_retried_after_retry_after(
     )
     first, second, third = simulator.creates
     assert [first.status_code, second.status_code, third.status_code] == [429, 429, 201]
-    assert third.time - first.time >= 0.35  # waited Retry-After twice, capped at max_delay
+    # Waited Retry-After twice, capped at max_delay (0.2 s), not the full 1 s.
+    assert 0.35 <= third.time - first.time < 1.0
     assert job.id == third.prediction_id
 
 
-def test_async_429_then_5xx_retried(server: FixtureReplicate, settings: Settings) -> None:
-    """The async path retries 429 and 503 with backoff too."""
-    server.script = [
-        (429, {"Retry-After": "0"}, problem(429, "throttled")),
-        (503, {}, problem(503, "unavailable")),
-    ]
+def test_async_429_then_5xx_retried(
+    simulator: ReplicateSimulator, sim_settings: Settings, store: MemoryStore
+) -> None:
+    """The async path retries 429, 503 and a CDN's 522 with backoff too."""
+    simulator.queue_faults(Faults(rate_limit_creates=1, retry_after=0, create_errors=(503, 522)))
     config = ReplicateAudioConfig(version=VERSION, input={})
 
     async def main() -> str:
         job = await acreate_webhook_prediction(
-            "sound_effect", 1, config, settings=settings, retry=FAST, store=MemoryStore()
+            "sound_effect", 1, config, settings=sim_settings, retry=FAST, store=store
         )
         return job.id
 
-    assert anyio.run(main) == "pred2"
-    assert len(server.requests) == 3
+    job_id = anyio.run(main)
+    assert [create.status_code for create in simulator.creates] == [429, 503, 522, 201]
+    assert job_id == simulator.creates[-1].prediction_id
 
 
-def test_retries_give_up(server: FixtureReplicate, settings: Settings) -> None:
+def test_retries_give_up(simulator: ReplicateSimulator, sim_settings: Settings) -> None:
     """After the last attempt the 5xx becomes a PredictionError with its status."""
-    server.script = [(500, {}, problem(500, "boom"))] * 4
+    simulator.queue_faults(Faults(create_errors=(500,) * 4))
     config = ReplicateAudioConfig(version=VERSION, input={})
     with pytest.raises(PredictionError) as caught:
         create_webhook_prediction(
-            "sound_effect", 1, config, settings=settings, retry=FAST, store=MemoryStore()
+            "sound_effect", 1, config, settings=sim_settings, retry=FAST, store=MemoryStore()
         )
     assert caught.value.status == 500
-    assert len(server.requests) == 4
+    assert caught.value.detail == "Something went wrong on our end. Please try again."
+    assert len(simulator.creates) == 4
 
 
 @pytest.mark.parametrize(
@@ -250,20 +169,38 @@ def test_retries_give_up(server: FixtureReplicate, settings: Settings) -> None:
         (402, "You have reached the free time limit."),
         (404, "The requested resource could not be found."),
         (422, "Invalid version or not permitted"),
+        (501, "Not Implemented. Please try again."),
     ],
 )
 def test_client_errors_not_retried(
-    server: FixtureReplicate, settings: Settings, status: int, detail: str
+    simulator: ReplicateSimulator, sim_settings: Settings, status: int, detail: str
 ) -> None:
-    """401/402/404/422 raise at once, carrying Replicate's detail."""
-    server.script = [(status, {}, problem(status, detail))]
+    """401/402/404/422 (and a 501, which no retry changes) raise at once with Replicate's
+    detail."""
+    simulator.queue_faults(Faults(create_errors=(status,)))
     config = ReplicateAudioConfig(version=VERSION, input={})
     with pytest.raises(PredictionError, match=detail) as caught:
         create_webhook_prediction(
-            "sound_effect", 1, config, settings=settings, retry=FAST, store=MemoryStore()
+            "sound_effect", 1, config, settings=sim_settings, retry=FAST, store=MemoryStore()
         )
-    assert (caught.value.status, caught.value.detail) == (status, detail)
-    assert len(server.requests) == 1
+    assert caught.value.status == status
+    assert caught.value.detail is not None
+    assert caught.value.detail.startswith(detail)
+    assert len(simulator.creates) == 1
+
+
+def test_retry_policy_backs_off_within_its_cap() -> None:
+    """Each delay lies in [ceiling/2, ceiling], the ceiling doubling up to max_delay; a
+    Retry-After is honoured but capped, and never negative."""
+    policy = RetryPolicy(attempts=10, base_delay=0.5, max_delay=4.0)
+    for attempt in range(1, 10):
+        ceiling = min(4.0, 0.5 * 2 ** (attempt - 1))
+        delays = [policy.delay(attempt, retry_after=None) for _ in range(200)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays), attempt
+        assert len(set(delays)) > 1  # jittered
+    assert policy.delay(1, retry_after=2.5) == 2.5
+    assert policy.delay(1, retry_after=60) == 4.0
+    assert policy.delay(1, retry_after=-3) == 0.0
 
 
 @pytest.mark.parametrize("content_id", ["", "a/b", "x" * 129, "é", "a b", "../etc", ".", ".."])

@@ -301,6 +301,28 @@ def test_arbitrary_input_raises_only_verification_errors(
         verify_webhook(headers, body, secret, now=now)
 
 
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
+    secret=secrets,
+    timestamp=st.integers(min_value=0, max_value=10**15 - 1),
+    now=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    tolerance=st.one_of(st.integers(-10, 10**6), st.floats(allow_nan=True, allow_infinity=True)),
+)
+def test_signed_arbitrary_input_raises_only_verification_errors(
+    body: bytes, secret: str, timestamp: int, now: float | None, tolerance: float
+) -> None:
+    """Correctly signed, any body, timestamp and clock (NaN and infinities included) either
+    verifies or raises WebhookVerificationError; a clock that is not finite never verifies."""
+    headers = sign_webhook(body, secret, timestamp=timestamp)
+    try:
+        event = verify_webhook(headers, body, secret, now=now, tolerance=tolerance)  # type: ignore[arg-type]
+    except WebhookVerificationError:
+        return
+    assert event.timestamp == timestamp
+    assert now is None or abs(now - timestamp) <= tolerance
+
+
 @given(prediction=predictions, secret=secrets, ts=st.integers(min_value=0, max_value=4 * 10**9))
 def test_agrees_with_standardwebhooks(prediction: dict[str, Any], secret: str, ts: int) -> None:
     """The standardwebhooks reference library accepts what we sign, and we accept what it signs."""

@@ -23,6 +23,8 @@ _VERSION_ID = re.compile(r"[0-9a-f]{64}")
 _OWNER_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*"
 _MODEL_REF = re.compile(_OWNER_NAME)
 _VERSION_REF = re.compile(rf"{_OWNER_NAME}:[0-9a-f]{{64}}")
+# "" or "/seg/seg": what can sit between BASE_URL and /replicate-webhook/ unescaped.
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
 
 
 def is_local_host(host: str) -> bool:
@@ -163,11 +165,11 @@ class Settings:
                 f"{self.base_url!r} is not https; Replicate only delivers webhooks over https "
                 "(set REPLICATE_AUDIO_ALLOW_INSECURE_BASE_URL=1 to allow it anyway)",
             )
-        prefix = self.webhook_prefix
-        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        if not _PREFIX.fullmatch(self.webhook_prefix):
             raise ConfigurationError(
                 "REPLICATE_AUDIO_WEBHOOK_PREFIX",
-                f"must start with '/' and not end with one, not {self.webhook_prefix!r}",
+                "must be '/'-led segments of URL-safe characters (A-Z a-z 0-9 . _ ~ -) "
+                f"with no '/' at the end, like '/api/hooks'; not {self.webhook_prefix!r}",
             )
         if self.webhook_secrets:
             try:

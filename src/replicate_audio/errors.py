@@ -126,7 +126,12 @@ class TimestampError(WebhookVerificationError):
         super().__init__(self._describe())
 
     def _describe(self) -> str:
-        return f"timestamp {self.timestamp} is outside the tolerance of {self.tolerance}s"
+        # Raised as such only when the clock itself cannot be used (now or tolerance not a
+        # finite number): the delivery is refused rather than let through unchecked.
+        return (
+            f"timestamp {self.timestamp} cannot be checked against now={self.now!r} "
+            f"with a tolerance of {self.tolerance!r}s"
+        )
 
 
 class StaleTimestampError(TimestampError):

@@ -29,7 +29,8 @@ __all__ = ["RetryPolicy", "acreate_webhook_prediction", "create_webhook_predicti
 
 _CONTENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _CONTENT_TYPE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+# 5xx answers a retry cannot change (the method or HTTP version itself is refused).
+_FINAL_5XX = frozenset({501, 505})
 
 # The Retry-After of the last response seen by this task or thread; set by a response hook
 # on the clients we build, because replicate's errors do not keep the response headers.
@@ -173,7 +174,8 @@ def _error(error: ReplicateError | httpx.TransportError) -> PredictionError:
 
 def _should_retry(error: Exception) -> bool:
     if isinstance(error, ReplicateError):
-        return error.status in _RETRYABLE
+        status = error.status or 0
+        return status == 429 or (500 <= status <= 599 and status not in _FINAL_5XX)
     # Only a connection that never opened is safe to retry: the POST was not sent.
     return isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
 

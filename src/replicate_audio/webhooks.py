@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from .errors import (
     MissingHeaderError,
     SignatureMismatchError,
     StaleTimestampError,
+    TimestampError,
 )
 
 __all__ = [
@@ -187,6 +189,11 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return values[0].strip()
 
 
+def _is_clock(value: object) -> bool:
+    """A finite real number of seconds."""
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 def _sign(key: bytes, webhook_id: str, timestamp: str, body: bytes) -> bytes:
     content = f"{webhook_id}.{timestamp}.".encode() + body
     return base64.b64encode(hmac.new(key, content, hashlib.sha256).digest())
@@ -228,6 +235,9 @@ def verify_signature(
 
     timestamp = int(raw_timestamp)
     current = time.time() if now is None else now
+    if not _is_clock(current) or not _is_clock(tolerance) or tolerance < 0:
+        # Fail closed: nothing compares true with NaN, so no timestamp could ever be stale.
+        raise TimestampError(timestamp, current, tolerance)
     if timestamp < current - tolerance:
         raise StaleTimestampError(timestamp, current, tolerance)
     if timestamp > current + tolerance:

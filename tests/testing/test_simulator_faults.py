@@ -251,3 +251,10 @@ def test_negative_fault_values_are_refused() -> None:
     """A negative count or ratio is a ConfigurationError naming the field."""
     with pytest.raises(ConfigurationError, match=r"Faults\.duplicates"):
         Faults(duplicates=-1)
+
+
+@pytest.mark.parametrize("statuses", [(200,), (399,), (600,), ("500",)])
+def test_create_errors_must_be_error_statuses(statuses: tuple[object, ...]) -> None:
+    """create_errors takes HTTP error statuses only, and names the field otherwise."""
+    with pytest.raises(ConfigurationError, match=r"Faults\.create_errors"):
+        Faults(create_errors=statuses)  # type: ignore[arg-type]

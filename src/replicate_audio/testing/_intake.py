@@ -7,6 +7,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from ._predictions import NOT_FOUND, PredictionBook, Problem
@@ -56,6 +57,30 @@ def parse_create(
     return spec, version, data, webhook, frozenset(events)
 
 
+# What Replicate says with the error statuses a create may get; others get their reason.
+_CREATE_ERRORS = {
+    401: ("Unauthenticated", "You did not pass a valid authentication token"),
+    402: (
+        "Payment required",
+        "You have reached the free time limit. To continue using Replicate, set up billing "
+        "at https://replicate.com/account/billing#billing.",
+    ),
+    404: NOT_FOUND,
+    422: ("Input validation failed", "Invalid version or not permitted"),
+    500: ("Internal server error", "Something went wrong on our end. Please try again."),
+}
+
+
+def create_error(status: int) -> Problem:
+    """The problem a create answers with *status* (a ``create_errors`` fault)."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:  # 520-524 and other statuses outside the standard
+        reason = "Error"
+    title, detail = _CREATE_ERRORS.get(status, (reason, f"{reason}. Please try again."))
+    return Problem(status, title, detail)
+
+
 class CreateDesk:
     """Answers create requests: 429s while throttled, else checks them and books a prediction.
 
@@ -68,6 +93,7 @@ class CreateDesk:
         self._book, self._models, self._lock = book, models, lock
         self._faults = Faults()
         self._throttle = 0
+        self._errors: deque[int] = deque()
         self._queued: deque[Faults] = deque()
         self.records: list[CreateRecord] = []
 
@@ -81,12 +107,14 @@ class CreateDesk:
         with self._lock:
             self._faults = faults
             self._throttle = faults.rate_limit_creates
+            self._errors = deque(faults.create_errors)
 
     def queue(self, faults: Faults) -> None:
         """Queue one-off faults for the next create, adding their throttled creates."""
         with self._lock:
             self._queued.append(faults)
             self._throttle += faults.rate_limit_creates
+            self._errors.extend(faults.create_errors)
 
     def create(
         self, path: str, body: Any, headers: dict[str, str], model: str | None
@@ -105,6 +133,8 @@ class CreateDesk:
                         "Request was throttled",
                         f"Request was throttled. Expected available in {retry_after} second.",
                     )
+                if self._errors:
+                    raise create_error(self._errors.popleft())
                 spec, version, data, webhook, events = parse_create(body, self._models, model)
                 faults = self._queued[0] if self._queued else self._faults
                 answer = self._book.create(

@@ -16,6 +16,12 @@ def _not_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) 
         raise ConfigurationError(f"Faults.{attribute.name}", f"must be >= 0, not {value!r}")
 
 
+def _error_statuses(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not all(isinstance(status, int) and 400 <= status <= 599 for status in value):
+        message = f"must be HTTP error statuses (400-599), not {value!r}"
+        raise ConfigurationError(f"Faults.{attribute.name}", message)
+
+
 @attrs.frozen(kw_only=True)
 class Faults:
     """Misbehaviour for a simulator (``sim.faults``) or for one prediction.
@@ -44,6 +50,9 @@ class Faults:
         clock_skew: seconds added to the ``webhook-timestamp`` (negative: in the past).
         rate_limit_creates: the next N creates answer 429 with ``Retry-After``.
         retry_after: the ``Retry-After`` seconds of those 429s.
+        create_errors: the next creates (after those 429s) answer these statuses, one
+            each, in order, with Replicate's problem-details bodies: ``(402,)`` for an
+            account out of credit, ``(503, 500)`` for an API having a bad minute.
 
     Example:
         >>> Faults(duplicates=3, drop_ratio=0.5).duplicates
@@ -65,6 +74,9 @@ class Faults:
     clock_skew: int = 0
     rate_limit_creates: int = attrs.field(default=0, validator=_not_negative)
     retry_after: int = attrs.field(default=1, validator=_not_negative)
+    create_errors: tuple[int, ...] = attrs.field(
+        default=(), converter=tuple, validator=_error_statuses
+    )
 
 
 @attrs.frozen(kw_only=True)
