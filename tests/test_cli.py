@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,20 +36,34 @@ def run(
 
 def test_demo_runs_to_completion(tmp_path: Path) -> None:
     """`replicate-audio demo` stores 3 sound effects and 1 music track and reports them."""
-    result = run("demo", "--folder", str(tmp_path), "--timeout", "30")
+    folder = tmp_path / "new" / "folder"  # made by the demo
+    started = time.monotonic()
+    result = run("demo", "--folder", str(folder), "--timeout", "30")
+    assert time.monotonic() - started < 30  # the whole command, start-up included
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("completed") == 4
-    files = sorted(tmp_path.glob("*.mp3"))
+    files = sorted(folder.glob("*.mp3"))
     assert [f.name.split("-")[0] for f in files] == ["background_music"] + ["sound_effect"] * 3
     lengths = sorted(round(probe(f, exact=True).duration, 2) for f in files)
     assert lengths == [2.0, 3.0, 4.0, 8.0]
 
-    listed = run(
-        "jobs", env={"REPLICATE_AUDIO_DATABASE": str(tmp_path / "replicate-audio.sqlite3")}
-    )
+    listed = run("jobs", env={"REPLICATE_AUDIO_DATABASE": str(folder / "replicate-audio.sqlite3")})
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("completed") == 4
     assert "background_music/1" in listed.stdout
+
+
+def test_demo_against_real_replicate_needs_the_secret(tmp_path: Path) -> None:
+    """With a token and a public https BASE_URL but no signing secret, the demo says what is
+    missing and exits 1 at once, instead of timing out on webhooks it must refuse."""
+    env = {
+        "REPLICATE_API_TOKEN": "r8_x",
+        "BASE_URL": "https://app.example.com",
+        "REPLICATE_WEBHOOK_SECRET": "",
+    }
+    result = run("demo", "--folder", str(tmp_path), env=env, timeout=30)
+    assert result.returncode == 1
+    assert "needs REPLICATE_WEBHOOK_SECRET" in result.stdout
 
 
 def test_replay_of_unknown_job_fails_clearly(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import multiprocessing
 import tempfile
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 import httpx
 import pytest
@@ -30,7 +32,8 @@ from replicate_audio import (
 from replicate_audio.app import ReplicateAudio
 from replicate_audio.audio import probe
 from replicate_audio.download import Downloader
-from replicate_audio.pipeline import process_webhook_result
+from replicate_audio.errors import ConfigurationError
+from replicate_audio.pipeline import process_webhook_result, register_processor
 from replicate_audio.processors import default_processors
 from replicate_audio.storage import AudioInfo, LogEntry, SQLiteStore, Store
 from replicate_audio.testing import Faults, ReplicateSimulator, sign_webhook
@@ -358,6 +361,31 @@ def test_custom_processor_is_used(
     assert store.get_audio("voiceover", "line-1") is None  # it stored into its own place
 
 
+def test_registered_processor_is_used_by_every_app(
+    simulator: ReplicateSimulator,
+    store: SQLiteStore,
+    receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """register_processor routes a new content type for apps built without processors=; the
+    same type again is refused unless replace=True."""
+    from replicate_audio import processors
+
+    monkeypatch.setattr(processors, "_registry", dict(processors._registry))  # undone after
+    voiceover = VoiceoverProcessor()
+    register_processor("voiceover", voiceover)
+    with pytest.raises(ConfigurationError, match="voiceover"):
+        register_processor("voiceover", VoiceoverProcessor())
+    register_processor("voiceover", voiceover, replace=True)
+    audio = start(simulator, receiver, store)  # the global registry
+    assert "voiceover" in audio.content_types
+    simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
+    config = ReplicateAudioConfig(model="acme/voice", input={"text": "hello", "duration": 1})
+    job = receiver.call(audio.generate, "voiceover", "line-2", config)
+    assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
+    assert [content_id for content_id, _, _ in voiceover.stored] == ["line-2"]
+
+
 def test_temp_directory_empty_after_100_jobs_with_faults(
     simulator: ReplicateSimulator,
     receiver: WebhookReceiver,
@@ -678,3 +706,46 @@ def test_stores_that_cannot_fence_still_complete(
     assert len(slow.stored) == 1
     expected = "the renewal broke" if kind is RenewalFails else "takes no attempt="
     assert expected in caplog.text
+
+
+class AsyncStore:
+    """Every store method as ``async def``, the way a store on an async driver is written
+    (here over SQLite, each call awaited on the event loop)."""
+
+    METHODS = (
+        "create_job", "get_job", "record_event", "transition", "claim_job", "list_jobs",
+        "save_audio", "get_audio", "log_result", "list_logs",
+    )  # fmt: skip
+
+    def __init__(self, inner: SQLiteStore) -> None:
+        self.inner = inner
+        self.awaited: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.METHODS:
+            raise AttributeError(name)
+        method = getattr(self.inner, name)
+
+        async def awaited(*args: Any, **kwargs: Any) -> Any:
+            self.awaited.add(name)
+            await anyio.lowlevel.checkpoint()
+            return method(*args, **kwargs)
+
+        awaited.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+        return awaited
+
+
+def test_an_async_store_works_end_to_end(
+    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
+) -> None:
+    """A store whose methods are all async def takes deliveries twice over, processes and
+    stores once, like a sync one; generate_sync works with it too."""
+    async_store = AsyncStore(store)
+    simulator.queue_faults(Faults(duplicates=2))
+    audio = start(simulator, receiver, async_store)  # type: ignore[arg-type]
+    job = audio.generate_sync("sound_effect", "async-1", effect(1.0, 2.0))
+    assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
+    assert store.get_audio("sound_effect", "async-1") is not None
+    assert [entry.status for entry in store.list_logs(job.id)] == [JobStatus.COMPLETED]
+    expected = {"create_job", "get_job", "record_event", "claim_job", "transition", "save_audio"}
+    assert expected <= async_store.awaited

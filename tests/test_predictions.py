@@ -284,3 +284,20 @@ def test_config_round_trips_through_dict() -> None:
     """to_dict/from_dict keep every field, so a job can be run again."""
     config = ReplicateAudioConfig(model="a/b", input={"p": [1, 2]}, duration=2.5)
     assert ReplicateAudioConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_facade_generate_takes_a_retry_policy(
+    simulator: ReplicateSimulator, sim_settings: Settings, store: MemoryStore
+) -> None:
+    """ReplicateAudio.generate_sync and generate pass retry= on, as the functions take it."""
+    from replicate_audio.app import ReplicateAudio
+
+    audio = ReplicateAudio(sim_settings, store, sweep_interval=0)
+    config = ReplicateAudioConfig(version=VERSION, input={})
+    simulator.queue_faults(Faults(create_errors=(503,)))
+    with pytest.raises(PredictionError):
+        audio.generate_sync("sound_effect", 1, config, retry=RetryPolicy(attempts=1))
+    simulator.queue_faults(Faults(create_errors=(503,)))
+    job = anyio.run(lambda: audio.generate("sound_effect", 2, config, retry=FAST))
+    assert [create.status_code for create in simulator.creates] == [503, 503, 201]
+    assert job.id == simulator.creates[-1].prediction_id

@@ -19,10 +19,16 @@ from .errors import JobNotFoundError, StorageError, WebhookVerificationError
 from .jobs import Job, JobStatus
 from .metrics import Metrics, count_final_event, guarded
 from .pipeline import DEFAULT_LEASE, process_job, replay
-from .predictions import acreate_webhook_prediction, client_for, create_webhook_prediction
+from .predictions import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    acreate_webhook_prediction,
+    client_for,
+    create_webhook_prediction,
+)
 from .processors import AudioPostProcessor
 from .storage import Store, StoredAudio, call, open_store
-from .webhooks import verify_webhook
+from .webhooks import is_prediction_id, verify_webhook
 
 __all__ = ["ReplicateAudio", "WebhookOutcome"]
 
@@ -120,9 +126,16 @@ class ReplicateAudio:
         }
 
     async def generate(
-        self, content_type: str, content_id: str | int, config: ReplicateAudioConfig
+        self,
+        content_type: str,
+        content_id: str | int,
+        config: ReplicateAudioConfig,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> Job:
         """Create a prediction and record its job; returns at once.
+
+        *retry* says how 429s and 5xx from Replicate are retried.
 
         Raises:
             UnknownContentTypeError, InvalidContentIdError, PredictionError: as
@@ -130,16 +143,21 @@ class ReplicateAudio:
         """
         with self._counting_prediction(content_type):
             return await acreate_webhook_prediction(
-                content_type, content_id, config, **self._creation_options()
+                content_type, content_id, config, retry=retry, **self._creation_options()
             )
 
     def generate_sync(
-        self, content_type: str, content_id: str | int, config: ReplicateAudioConfig
+        self,
+        content_type: str,
+        content_id: str | int,
+        config: ReplicateAudioConfig,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> Job:
         """:meth:`generate` for synchronous code (Flask views, scripts)."""
         with self._counting_prediction(content_type):
             return create_webhook_prediction(
-                content_type, content_id, config, **self._creation_options()
+                content_type, content_id, config, retry=retry, **self._creation_options()
             )
 
     def _label(self, content_type: str) -> str:
@@ -236,6 +254,8 @@ class ReplicateAudio:
         Raises:
             JobNotFoundError: there is none.
         """
+        if not is_prediction_id(job_id):  # never handed to the store: some refuse such ids
+            raise JobNotFoundError(job_id)
         job: Job | None = await call(self.store.get_job, job_id)
         if job is None:
             raise JobNotFoundError(job_id)
@@ -258,7 +278,13 @@ class ReplicateAudio:
         )
 
     async def replay(self, job_id: str) -> Job:
-        """Run a ``dead`` job again; other jobs are returned unchanged."""
+        """Run a ``dead`` job again; other jobs are returned unchanged.
+
+        Raises:
+            JobNotFoundError: there is no job with this id.
+        """
+        if not is_prediction_id(job_id):
+            raise JobNotFoundError(job_id)
         return await replay(
             job_id,
             store=self.store,

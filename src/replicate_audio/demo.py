@@ -174,7 +174,15 @@ def run_demo(*, timeout: float = 30.0, folder: Path | None = None, port: int = 0
 
     console = Console()
     folder = folder or Path(tempfile.mkdtemp(prefix="replicate-audio-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
     real = _real_replicate(dict(os.environ))
+    if real and not os.environ.get("REPLICATE_WEBHOOK_SECRET"):
+        # Without it every webhook would be refused with 401 and the demo would only time out.
+        console.print(
+            "The demo against the real Replicate needs REPLICATE_WEBHOOK_SECRET, the signing "
+            "secret from GET https://api.replicate.com/v1/webhooks/default/secret."
+        )
+        return 1
     began = time.monotonic()
     with ExitStack() as stack:
         if real:

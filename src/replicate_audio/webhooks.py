@@ -32,6 +32,7 @@ __all__ = [
     "PredictionStatus",
     "WebhookEvent",
     "parse_secrets",
+    "is_prediction_id",
     "verify_signature",
     "verify_webhook",
 ]
@@ -43,7 +44,7 @@ PREDICTION_STATUSES: frozenset[str] = frozenset(
 TERMINAL_PREDICTION_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
 
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
-_WEBHOOK_ID = re.compile(r"[\x21-\x7e]{1,256}")
+_PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,256}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _SECRET_PREFIX = "whsec_"  # noqa: S105 - the format marker, not a secret
 
@@ -99,6 +100,10 @@ class Prediction:
         prediction_id, status = data.get("id"), data.get("status")
         if not isinstance(prediction_id, str) or not prediction_id:
             raise InvalidPayloadError("the prediction has no string 'id'")
+        if not is_prediction_id(prediction_id):
+            raise InvalidPayloadError(
+                "the prediction 'id' must be 1-256 printable ASCII characters"
+            )
         if status not in PREDICTION_STATUSES:
             raise InvalidPayloadError(
                 f"the prediction status {status!r} is not one of {sorted(PREDICTION_STATUSES)}"
@@ -189,6 +194,23 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return values[0].strip()
 
 
+def is_prediction_id(value: object) -> bool:
+    """Whether *value* can be a prediction id (and so a job id): 1-256 printable ASCII
+    characters. Replicate's are 26 lowercase base32 ones; control characters, spaces and
+    non-ASCII never are, and some databases refuse them.
+
+    Example:
+        >>> is_prediction_id("ufawqhfynnddngldkgtslldrkq"), is_prediction_id("a\x00b")
+        (True, False)
+    """
+    return isinstance(value, str) and _PRINTABLE_ID.fullmatch(value) is not None
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser takes them; databases do not)."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def _is_clock(value: object) -> bool:
     """A finite real number of seconds."""
     return isinstance(value, int | float) and math.isfinite(value)
@@ -223,7 +245,7 @@ def verify_signature(
         ('msg_1', 1000)
     """
     webhook_id = _header(headers, "webhook-id")
-    if not _WEBHOOK_ID.fullmatch(webhook_id):
+    if not _PRINTABLE_ID.fullmatch(webhook_id):
         raise MalformedHeaderError("webhook-id", "must be 1-256 printable ASCII characters")
     raw_timestamp = _header(headers, "webhook-timestamp")
     if not _TIMESTAMP.fullmatch(raw_timestamp):
@@ -303,7 +325,7 @@ def verify_webhook(
     """
     webhook_id, timestamp = verify_signature(headers, body, secrets, tolerance=tolerance, now=now)
     try:
-        data = json.loads(bytes(body))
+        data = json.loads(bytes(body), parse_constant=_refuse_constant)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InvalidPayloadError("the body is not valid JSON") from None
     return WebhookEvent(webhook_id, timestamp, Prediction.from_dict(data))

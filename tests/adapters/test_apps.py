@@ -126,6 +126,8 @@ def test_every_status_code(deployment: Deployment) -> None:
         secret = sim.secret
         stale = sign_webhook(body, secret, timestamp=int(time.time()) - 3600)
         other = json.dumps(prediction | {"id": "someoneelse"}).encode()
+        control = json.dumps(prediction | {"id": "p\x00"}).encode()
+        nan = body.replace(b'"status"', b'"nan": NaN, "status"', 1)
         cases = [
             (401, client.post(route, content=body)),
             (401, client.post(route, content=body, headers=sign_webhook(body, "whsec_AAAA"))),
@@ -133,6 +135,8 @@ def test_every_status_code(deployment: Deployment) -> None:
             (401, client.post(route, content=body + b" ", headers=sign_webhook(body, secret))),
             (400, signed_post(client, route, b"{not json", secret)),
             (400, signed_post(client, route, b'{"hello": "world"}', secret)),
+            (400, signed_post(client, route, control, secret)),
+            (400, signed_post(client, route, nan, secret)),
             (404, signed_post(client, "/api/replicate-webhook/voiceover/1", body, secret)),
             (404, signed_post(client, route, other, secret)),
             (404, signed_post(client, "/api/replicate-webhook/sound_effect/999", body, secret)),
@@ -141,6 +145,8 @@ def test_every_status_code(deployment: Deployment) -> None:
             (405, client.get(route)),
             (405, client.put(route, content=body)),
             (404, client.get("/api/replicate-audio/jobs/nope")),
+            (404, client.get("/api/replicate-audio/jobs/%00")),
+            (404, client.get("/api/replicate-audio/jobs/a%20b")),
         ]
         for expected, response in cases:
             assert response.status_code == expected, (expected, response.text)
@@ -165,6 +171,22 @@ def test_every_status_code(deployment: Deployment) -> None:
             "error": None,
         }
         assert job["created_at"] <= job["updated_at"]
+
+
+def test_storage_down_answers_503(deployment: Deployment) -> None:
+    """With the job store gone, a delivery is answered 503 (Replicate retries it later) with
+    a JSON reason, on both adapters."""
+    sim = deployment.simulator
+    sim.faults = Faults(drop_ratio=1.0)  # we deliver by hand
+    with deployment.running() as client:
+        answer = client.post("/api/sound-effects", json={"prompt": "x", "duration": 1})
+        effect_id, job_id = answer.json()["id"], answer.json()["job_id"]
+        body = json.dumps(sim.wait_for_prediction(job_id)).encode()
+        deployment.store.close()
+        route = f"/api/replicate-webhook/sound_effect/{effect_id}"
+        response = signed_post(client, route, body, sim.secret)
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"] == "storage is unavailable; try again"
 
 
 def test_restart_between_receipt_and_processing(deployment: Deployment) -> None:
