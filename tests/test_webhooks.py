@@ -160,7 +160,9 @@ def test_malformed_header(header: str, value: str) -> None:
         verify_signature(vector_headers(**{header: value}), VECTOR_BODY, SECRET, now=VECTOR_TS)
 
 
-@pytest.mark.parametrize("secret", ["whsec_not base64!", "whsec_abc", "", "whsec_ü"])
+@pytest.mark.parametrize(
+    "secret", ["whsec_not base64!", "whsec_abc", "", "whsec_ü", None, 42, [b"whsec_AAAA"]]
+)
 def test_bad_secret_format(secret: str) -> None:
     """A secret that is not whsec_<base64> is a configuration error, not a crash."""
     with pytest.raises(InvalidSecretError):

@@ -159,7 +159,14 @@ def parse_secrets(secrets: str | Sequence[str]) -> tuple[bytes, ...]:
         >>> tuple(len(key) for key in keys)
         (24, 3)
     """
-    entries = re.split(r"[\s,]+", secrets) if isinstance(secrets, str) else list(secrets)
+    if isinstance(secrets, str):
+        entries = re.split(r"[\s,]+", secrets)
+    elif isinstance(secrets, Sequence):
+        entries = list(secrets)
+    else:
+        raise InvalidSecretError(
+            f"secrets must be a string or a sequence, not {type(secrets).__name__}"
+        )
     keys = []
     for entry in entries:
         if not isinstance(entry, str):
