@@ -207,7 +207,7 @@ def is_prediction_id(value: object) -> bool:
     non-ASCII never are, and some databases refuse them.
 
     Example:
-        >>> is_prediction_id("ufawqhfynnddngldkgtslldrkq"), is_prediction_id("a\x00b")
+        >>> is_prediction_id("ufawqhfynnddngldkgtslldrkq"), is_prediction_id("a b")
         (True, False)
     """
     return isinstance(value, str) and _PRINTABLE_ID.fullmatch(value) is not None
