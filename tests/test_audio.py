@@ -239,3 +239,11 @@ def test_trimming_a_large_wav_uses_bounded_memory(tmp_path: Path) -> None:
     assert info.duration == 45.0
     assert peak < source.size / 20
     assert rss_growth < source.size / 2
+
+
+def test_paths_may_be_strings(tmp_path: Path) -> None:
+    """synthesize, probe and trim take str paths as well as Path objects."""
+    source, dest = str(tmp_path / "tone.wav"), str(tmp_path / "cut.wav")
+    assert synthesize(source, duration=1.0, format="wav").duration == pytest.approx(1.0)
+    assert trim(source, dest, duration=0.5).duration == pytest.approx(0.5)
+    assert probe(dest, exact=True).duration == pytest.approx(0.5)

@@ -62,7 +62,7 @@ SUPPORTED_FORMATS: tuple[str, ...] = tuple(
 
 
 def synthesize(
-    path: Path,
+    path: str | os.PathLike[str],
     *,
     duration: float,
     format: str = "mp3",
@@ -93,6 +93,7 @@ def synthesize(
         >>> synthesize(Path("beep.wav"), duration=0.5, format="wav").duration  # doctest: +SKIP
         0.5
     """
+    path = Path(path)
     action = f"synthesize {path}"
     encoding = _encoding(format, path)
     _require_positive(action, duration=duration, sample_rate=sample_rate, frequency=frequency)
@@ -105,7 +106,7 @@ def synthesize(
     return probe(path)
 
 
-def probe(path: Path, *, exact: bool = False) -> AudioInfo:
+def probe(path: str | os.PathLike[str], *, exact: bool = False) -> AudioInfo:
     """Describe the audio file at *path*: format, duration, size, sample rate and channels.
 
     The first frame is always decoded, so a file that merely looks like audio is refused.
@@ -125,6 +126,7 @@ def probe(path: Path, *, exact: bool = False) -> AudioInfo:
         >>> probe(Path("beep.wav"))  # doctest: +SKIP
         AudioInfo(format='wav', duration=0.5, size=88278, sample_rate=44100, channels=2)
     """
+    path = Path(path)
     with _failures(f"probe {path}"), _open_audio(path) as (container, stream):
         frames = container.decode(stream)
         first = next(frames, None)
@@ -143,8 +145,8 @@ def probe(path: Path, *, exact: bool = False) -> AudioInfo:
 
 
 def trim(
-    source: Path,
-    dest: Path,
+    source: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
     *,
     duration: float | None,
     fade_out: float = 0.05,
@@ -174,6 +176,7 @@ def trim(
         >>> trim(Path("in.mp3"), Path("out.mp3"), duration=1.5).duration  # doctest: +SKIP
         1.5
     """
+    source, dest = Path(source), Path(dest)
     action = f"trim {source} into {dest}"
     if duration is not None:
         _require_positive(action, duration=duration)
