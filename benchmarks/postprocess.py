@@ -1,8 +1,11 @@
 """Scenario 3: post-processing with PyAV: seconds to trim a file, speed against real time, and
-peak Python heap against file size for long WAVs."""
+peak Python heap and process memory against file size for long WAVs."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -51,6 +54,44 @@ def _peak_heap(folder: Path, seconds: float) -> list[object]:
     ]
 
 
+# Run in a fresh process, so its peak resident memory is the trim's and nothing else's.
+_RSS_PROBE = """
+import json, sys
+from replicate_audio.audio import trim
+
+def kib(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(key + ":"))
+
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # Linux: the peak resident set size starts again from the current one
+before = kib("VmRSS")
+trim(sys.argv[1], sys.argv[2], duration=float(sys.argv[3]))
+print(json.dumps({"before": before * 1024, "after": kib("VmHWM") * 1024}))
+"""
+
+
+def _peak_rss(folder: Path, seconds: float) -> list[object]:
+    source = folder / f"huge-{seconds:g}.wav"
+    info = synthesize(source, duration=seconds, format="wav")
+    keep = seconds - 1
+    try:
+        command = [sys.executable, "-c", _RSS_PROBE, str(source), str(folder / "huge-kept.wav")]
+        output = subprocess.run([*command, str(keep)], capture_output=True, check=True, text=True)
+    finally:
+        source.unlink()
+    rss = json.loads(output.stdout)
+    growth = rss["after"] - rss["before"]
+    return [
+        f"wav, {seconds:g} s → {keep:g} s",
+        size(info.size),
+        size(rss["before"]),
+        size(rss["after"]),
+        size(growth),
+        f"{growth / info.size:.2%}",
+    ]
+
+
 def run(*, quick: bool, folder: Path) -> tuple[Section, Section]:
     """Time trims of short files, then trace the heap while trimming long ones."""
     count = 5 if quick else 15
@@ -70,13 +111,30 @@ def run(*, quick: bool, folder: Path) -> tuple[Section, Section]:
     )
     lengths = (30.0, 120.0) if quick else (60.0, 240.0)
     memory = Section(
-        "Post-processing: peak Python heap",
+        "Post-processing: peak memory",
         "Peak of `tracemalloc` while `trim` re-encodes nearly all of a long WAV (cut 1 s before "
         "its end, so every frame is decoded, faded and encoded).",
         markdown_table(
             ["Trim", "File size", "Peak heap", "Heap / file"],
             [_peak_heap(folder, seconds) for seconds in lengths],
+        )
+        + "\n\n"
+        + markdown_table(
+            [
+                "Trim",
+                "File size",
+                "RSS before",
+                "Peak RSS while trimming",
+                "Growth",
+                "Growth / file",
+            ],
+            [_peak_rss(folder, 300.0 if quick else 1200.0)],
         ),
-        ("tracemalloc sees the Python heap only, not FFmpeg's own buffers.",),
+        (
+            "tracemalloc sees the Python heap only, not FFmpeg's own buffers. The second table "
+            "is the whole process: a fresh one that imports `replicate_audio.audio`, resets "
+            "its peak resident set size (`/proc/self/clear_refs`), trims, and reads the peak "
+            "(`VmHWM`).",
+        ),
     )
     return speed, memory
