@@ -17,8 +17,8 @@ from .dispatch import Dispatcher, InProcessDispatcher
 from .download import Downloader
 from .errors import JobNotFoundError, StorageError, WebhookVerificationError
 from .jobs import Job, JobStatus
-from .metrics import Metrics, count_final_event, guarded
-from .pipeline import DEFAULT_LEASE, process_job, replay
+from .metrics import Metrics, guarded
+from .pipeline import DEFAULT_LEASE, process_job, record_prediction, replay
 from .predictions import (
     DEFAULT_RETRY,
     RetryPolicy,
@@ -228,13 +228,12 @@ class ReplicateAudio:
             if job is None or (job.content_type, job.content_id) != (content_type, content_id):
                 detail = f"no {content_type} {content_id!r} job for prediction {prediction.id!r}"
                 return WebhookOutcome.refuse(404, detail)
-            recorded = await call(
-                self.store.record_event, event.webhook_id, prediction.id, prediction.raw
+            recorded = await record_prediction(
+                self.store, event.webhook_id, prediction, self.metrics
             )
         except StorageError as error:
             logger.error("could not record webhook %s: %s", event.webhook_id, error)
             return WebhookOutcome.refuse(503, "storage is unavailable; try again")
-        count_final_event(recorded, self.metrics)
         if recorded.changed and recorded.job.status in _DISPATCH:
             await self.dispatcher.submit(prediction.id)
         return WebhookOutcome(
@@ -283,8 +282,6 @@ class ReplicateAudio:
         Raises:
             JobNotFoundError: there is no job with this id.
         """
-        if not is_prediction_id(job_id):
-            raise JobNotFoundError(job_id)
         return await replay(
             job_id,
             store=self.store,

@@ -12,7 +12,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .jobs import JobStatus, utcnow
-from .metrics import count_final_event
+from .pipeline import record_prediction
 from .predictions import prediction_dict
 from .storage import call
 from .webhooks import Prediction
@@ -117,8 +117,7 @@ class BackgroundWork:
             if not prediction.is_terminal:
                 continue
             event_id = f"reconcile:{prediction.id}:{prediction.status}"
-            recorded = await call(store.record_event, event_id, prediction.id, prediction.raw)
-            count_final_event(recorded, self.audio.metrics)
+            recorded = await record_prediction(store, event_id, prediction, self.audio.metrics)
             if recorded.changed and recorded.job.status in _DISPATCH:
                 logger.info("job %s reconciled: its webhook never came", job.id)
                 await self.audio.dispatcher.submit(job.id)

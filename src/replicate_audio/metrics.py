@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .jobs import Job, JobStatus
@@ -28,10 +29,11 @@ logger = logging.getLogger("replicate_audio")
 PROCESSING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 JOB_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
-# The collectors registered on each registry. Registries are kept alive here, so an id is
-# never reused for another one.
+# The collectors registered on each registry.
 _LOCK = threading.Lock()
-_REGISTERED: dict[int, tuple[CollectorRegistry, dict[str, Any]]] = {}
+_REGISTERED: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @runtime_checkable
@@ -96,10 +98,11 @@ class _Guarded:
 
 
 class FinishReporter:
-    """Reports the jobs one claim finishes, with the seconds since the claim."""
+    """Reports the jobs one claim finishes to (guarded) *metrics*, with the seconds since the
+    claim."""
 
     def __init__(self, metrics: Metrics | None) -> None:
-        self.metrics = guarded(metrics)
+        self.metrics = metrics
         self.started = time.monotonic()
 
     def finished(self, job: Job) -> None:
@@ -109,12 +112,11 @@ class FinishReporter:
 
 
 def count_final_event(recorded: RecordedEvent, metrics: Metrics | None) -> None:
-    """Report a job that this recorded delivery moved to ``failed`` or ``canceled`` (jobs
-    that complete or die are reported by the worker that finished them)."""
-    reporter = guarded(metrics)
+    """Report to (guarded) *metrics* a job that this recorded delivery moved to ``failed`` or
+    ``canceled`` (jobs that complete or die are reported by the worker that finished them)."""
     ended_on_replicate = (JobStatus.FAILED, JobStatus.CANCELED)
-    if reporter is not None and recorded.changed and recorded.job.status in ended_on_replicate:
-        reporter.job_finished(recorded.job, processing_seconds=None)
+    if metrics is not None and recorded.changed and recorded.job.status in ended_on_replicate:
+        metrics.job_finished(recorded.job, processing_seconds=None)
 
 
 class PrometheusMetrics:
@@ -149,13 +151,9 @@ class PrometheusMetrics:
             ) from error
         registry = registry if registry is not None else prometheus_client.REGISTRY
         with _LOCK:
-            known = _REGISTERED.get(id(registry))
-            if known is None:
-                known = _REGISTERED[id(registry)] = (
-                    registry,
-                    _register(prometheus_client, registry),
-                )
-        collectors = known[1]
+            collectors = _REGISTERED.get(registry)
+            if collectors is None:
+                collectors = _REGISTERED[registry] = _register(prometheus_client, registry)
         self.registry = registry
         self.predictions = collectors["predictions"]
         self.webhooks = collectors["webhooks"]

@@ -15,15 +15,15 @@ from ._claims import ClaimLost, keep_claim, move
 from .download import Downloader
 from .errors import JobNotFoundError, ReplicateAudioError, StorageError
 from .jobs import Job, JobStatus
-from .metrics import FinishReporter, Metrics, count_final_event
+from .metrics import FinishReporter, Metrics, count_final_event, guarded
 from .processors import (
     AudioPostProcessor,
     ProcessingContext,
     get_processor,
     register_processor,
 )
-from .storage import AudioInfo, LogEntry, Store, call
-from .webhooks import Prediction
+from .storage import AudioInfo, LogEntry, RecordedEvent, Store, call
+from .webhooks import Prediction, is_prediction_id
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -174,6 +174,7 @@ async def process_job(
     Example:
         >>> job = await process_job(job.id, store=store, downloader=downloader)  # doctest: +SKIP
     """
+    metrics = guarded(metrics)
     job: Job | None = await call(store.get_job, job_id)
     if job is None:
         raise JobNotFoundError(job_id)
@@ -195,6 +196,18 @@ async def process_job(
         lease=lease,
         reporter=FinishReporter(metrics),
     )
+
+
+async def record_prediction(
+    store: Store, event_id: str, prediction: Prediction, metrics: Metrics | None
+) -> RecordedEvent:
+    """Record *prediction* once per *event_id* (a delivery, a reconciliation, a direct call),
+    and count a job it ends on Replicate's side (failed or canceled)."""
+    recorded: RecordedEvent = await call(
+        store.record_event, event_id, prediction.id, prediction.raw
+    )
+    count_final_event(recorded, metrics)
+    return recorded
 
 
 async def process_webhook_result(
@@ -227,8 +240,8 @@ async def process_webhook_result(
     if job is None or (job.content_type, job.content_id) != (content_type, content_id):
         raise JobNotFoundError(prediction.id)
     event_id = webhook_id or f"direct:{prediction.id}:{prediction.status}"
-    recorded = await call(store.record_event, event_id, prediction.id, prediction.raw)
-    count_final_event(recorded, metrics)
+    metrics = guarded(metrics)
+    await record_prediction(store, event_id, prediction, metrics)
     return await process_job(
         prediction.id, store=store, downloader=downloader, processors=processors, metrics=metrics
     )
@@ -247,10 +260,15 @@ async def replay(
     Jobs in any other state are returned unchanged: failed and canceled predictions are
     never retried, and live jobs are already on their way.
 
+    Raises:
+        JobNotFoundError: no job has this id.
+
     Example:
         >>> job = await replay("ufawqhfynnddngldkgtslldrkq", store=store,
         ...                    downloader=downloader)  # doctest: +SKIP
     """
+    if not is_prediction_id(job_id):  # never handed to the store: some refuse such ids
+        raise JobNotFoundError(job_id)
     revived = await call(
         store.transition, job_id, expected=[JobStatus.DEAD], new=JobStatus.RECEIVED, error=None
     )

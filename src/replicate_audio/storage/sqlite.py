@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -102,6 +102,10 @@ class SQLiteStore(SerialJobStore):
         # Each connection with the thread that owns it, so that those of finished threads
         # (anyio's idle workers, one-request threads) are closed rather than piling up.
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        # A forked child keeps its parent's connections referenced and never closes them:
+        # closing (or collecting) one there could checkpoint the parent's WAL under it.
+        self._pid = os.getpid()
+        self._inherited: list[sqlite3.Connection] = []
         self._schema_ready = False
         self._closed = False
 
@@ -110,14 +114,26 @@ class SQLiteStore(SerialJobStore):
 
         The connections of this thread and of finished threads are closed here. A connection
         that another live thread owns may be in the middle of a query, so it is left to that
-        thread: closed on its next call, or when the thread ends.
+        thread, which closes it on its next call (one that never calls again leaves it to the
+        garbage collector).
         """
         me = threading.current_thread()
         with self._lock:
             self._closed = True
-            mine = [c for thread, c in self._connections if thread is me or not thread.is_alive()]
-            self._connections = [(thread, c) for thread, c in self._connections if c not in mine]
-        for connection in mine:
+            self._set_aside_inherited()
+            self._release(lambda thread: thread is me or not thread.is_alive())
+
+    def _set_aside_inherited(self) -> None:
+        """In a forked child, set the parent's connections aside, unclosed; lock held."""
+        if self._pid != os.getpid():
+            self._inherited += [connection for _, connection in self._connections]
+            self._connections, self._pid = [], os.getpid()
+
+    def _release(self, owned_by: Callable[[threading.Thread], bool]) -> None:
+        """Close and forget the connections whose thread *owned_by* picks; lock held."""
+        released = [c for thread, c in self._connections if owned_by(thread)]
+        self._connections = [(t, c) for t, c in self._connections if not owned_by(t)]
+        for connection in released:
             connection.close()
 
     def __enter__(self) -> SQLiteStore:
@@ -140,19 +156,18 @@ class SQLiteStore(SerialJobStore):
             if not self._closed:
                 return connection
             self._local.connection = None
-            connection.close()  # close() left it to this thread
         with self._lock, self._errors():
+            self._set_aside_inherited()
             if self._closed:
+                me = threading.current_thread()  # close() left this thread's connection to it
+                self._release(lambda thread: thread is me or not thread.is_alive())
                 raise StorageError(f"SQLite store {self.path} is closed")
             # isolation_level=None: we issue BEGIN ourselves; check_same_thread=False only
             # so that close() may close the connections of other threads.
             connection = sqlite3.connect(
                 self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
-            finished = [c for thread, c in self._connections if not thread.is_alive()]
-            self._connections = [(t, c) for t, c in self._connections if t.is_alive()]
-            for stale in finished:
-                stale.close()
+            self._release(lambda thread: not thread.is_alive())
             self._connections.append((threading.current_thread(), connection))
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA journal_mode=WAL")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from ._predictions import NOT_FOUND, PredictionBook, Problem
+from ._predictions import NOT_FOUND, UNAUTHENTICATED, PredictionBook, Problem
 from .faults import CreateRecord, Faults, ModelSpec
 
 EVENTS = frozenset({"start", "output", "logs", "completed"})
@@ -59,7 +59,7 @@ def parse_create(
 
 # What Replicate says with the error statuses a create may get; others get their reason.
 _CREATE_ERRORS = {
-    401: ("Unauthenticated", "You did not pass a valid authentication token"),
+    401: UNAUTHENTICATED,
     402: (
         "Payment required",
         "You have reached the free time limit. To continue using Replicate, set up billing "

@@ -35,6 +35,7 @@ class Problem(Exception):
 
 
 NOT_FOUND = ("Not found", "The requested resource could not be found.")
+UNAUTHENTICATED = ("Unauthenticated", "You did not pass a valid authentication token")
 
 
 def new_prediction_id() -> str:

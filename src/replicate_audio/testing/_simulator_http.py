@@ -9,7 +9,7 @@ import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ._predictions import NOT_FOUND, Problem
+from ._predictions import NOT_FOUND, UNAUTHENTICATED, Problem
 
 if TYPE_CHECKING:
     from .simulator import ReplicateSimulator
@@ -103,7 +103,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(
             token.strip().encode(), expected.encode()
         ):
-            raise Problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+            raise Problem(401, *UNAUTHENTICATED)
 
     def _read_body(self) -> bytes:
         length = self.headers.get("content-length", "0").strip() or "0"
