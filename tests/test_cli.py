@@ -120,14 +120,7 @@ def test_replay_with_the_apps_own_processors(simulator: ReplicateSimulator, tmp_
         processing = {JobStatus.PROCESSING}
         assert store.transition(job.id, expected=processing, new=JobStatus.DEAD, error=reason)
     (tmp_path / "my_audio.py").write_text(MY_AUDIO)
-    env = {
-        "REPLICATE_API_BASE_URL": simulator.url,
-        "REPLICATE_API_TOKEN": simulator.api_token,
-        "REPLICATE_WEBHOOK_SECRET": simulator.secret,
-        "REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS": simulator.url,
-        "REPLICATE_AUDIO_ALLOW_PRIVATE_OUTPUT_HOSTS": "1",
-        "REPLICATE_AUDIO_DATABASE": str(database),
-    }
+    env = simulator.environ(REPLICATE_AUDIO_DATABASE=str(database))
     result = run("replay", job.id, "--app", "my_audio:create_audio", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{job.id}  completed" in result.stdout

@@ -519,6 +519,34 @@ def test_lost_webhooks_are_reconciled(
     assert not [d for d in simulator.deliveries if d.prediction_id == job.id and not d.dropped]
 
 
+def voiceover_app(
+    simulator: ReplicateSimulator,
+    receiver: WebhookReceiver,
+    store: Store,
+    voice: VoiceoverProcessor,
+    **options: Any,
+) -> ReplicateAudio:
+    """An app whose voiceovers go through *voice*, served by *receiver*; *options* go to
+    ReplicateAudio (no sweep unless asked)."""
+    config = simulator.settings(base_url=receiver.url)
+    audio = ReplicateAudio(
+        config,
+        store,
+        processors=default_processors() | {"voiceover": voice},
+        downloader=Downloader(config, backoff=0.01, max_backoff=0.05),
+        **({"sweep_interval": 0} | options),
+    )
+    receiver.serve(audio)
+    simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
+    return audio
+
+
+def ask_voiceover(audio: ReplicateAudio, receiver: WebhookReceiver, content_id: str = "v") -> Job:
+    config = ReplicateAudioConfig(model="acme/voice", input={})
+    job: Job = receiver.call(audio.generate, "voiceover", content_id, config)
+    return job
+
+
 class SlowStoreProcessor(VoiceoverProcessor):
     """Takes longer to store than the lease lasts."""
 
@@ -537,21 +565,8 @@ def test_slow_job_keeps_its_claim(
     """A job that takes longer than its lease renews its claim: no sweep hands it to a second
     worker, and it is stored once."""
     slow = SlowStoreProcessor()
-    config = simulator.settings(base_url=receiver.url)
-    audio = ReplicateAudio(
-        config,
-        store,
-        processors=default_processors() | {"voiceover": slow},
-        downloader=Downloader(config, backoff=0.01, max_backoff=0.05),
-        lease=0.3,
-        sweep_interval=0.05,
-    )
-    receiver.serve(audio)
-    simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
-    job = receiver.call(
-        audio.generate, "voiceover", "slow", ReplicateAudioConfig(model="acme/voice", input={})
-    )
-    done = receiver.wait_for(job.id)
+    audio = voiceover_app(simulator, receiver, store, slow, lease=0.3, sweep_interval=0.05)
+    done = receiver.wait_for(ask_voiceover(audio, receiver, "slow").id)
     assert done.status is JobStatus.COMPLETED
     assert len(slow.stored) == 1
     assert done.attempts == 1
@@ -584,26 +599,6 @@ class TakenOver(VoiceoverProcessor):
         self._take_over(job, "store")
 
 
-def run_voiceover(
-    simulator: ReplicateSimulator, receiver: WebhookReceiver, store: Store, voice: TakenOver
-) -> Job:
-    config = simulator.settings(base_url=receiver.url)
-    audio = ReplicateAudio(
-        config,
-        store,
-        processors=default_processors() | {"voiceover": voice},
-        downloader=Downloader(config, backoff=0.01, max_backoff=0.05),
-        lease=0.3,
-        sweep_interval=0.05,
-    )
-    receiver.serve(audio)
-    simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
-    job = receiver.call(
-        audio.generate, "voiceover", "v", ReplicateAudioConfig(model="acme/voice", input={})
-    )
-    return receiver.wait_for(job.id)
-
-
 def test_a_worker_taken_over_stops_before_storing(
     simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
 ) -> None:
@@ -611,7 +606,8 @@ def test_a_worker_taken_over_stops_before_storing(
     fails, so it stops without storing, logging or moving the job; the sweep hands the
     abandoned claim on, and the audio is stored once."""
     voice = TakenOver(store, "trim", pause=0.3)  # a renewal (every 0.1 s) falls due meanwhile
-    done = run_voiceover(simulator, receiver, store, voice)
+    audio = voiceover_app(simulator, receiver, store, voice, lease=0.3, sweep_interval=0.05)
+    done = receiver.wait_for(ask_voiceover(audio, receiver).id)
     assert voice.taken_over == [done.id]
     assert done.status is JobStatus.COMPLETED
     assert done.attempts == 3  # the stalled worker's, the takeover's, the one that finished
@@ -624,22 +620,9 @@ def test_a_worker_taken_over_cannot_complete_the_job(
 ) -> None:
     """A worker whose job is taken over after it stored, but before it completes, loses the
     fenced completion: the job stays with the worker that holds the newer claim."""
-    voice = TakenOver(store, "store")
-    config = simulator.settings(base_url=receiver.url)
-    held = HeldDispatcher()
-    audio = ReplicateAudio(
-        config,
-        store,
-        processors=default_processors() | {"voiceover": voice},
-        dispatcher=held,
-        downloader=Downloader(config, backoff=0.01, max_backoff=0.05),
-        sweep_interval=0,
-    )
-    receiver.serve(audio)
-    simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
-    job = receiver.call(
-        audio.generate, "voiceover", "v", ReplicateAudioConfig(model="acme/voice", input={})
-    )
+    voice, held = TakenOver(store, "store"), HeldDispatcher()
+    audio = voiceover_app(simulator, receiver, store, voice, dispatcher=held)
+    job = ask_voiceover(audio, receiver)
     simulator.wait_until(lambda: job.id in held.held)
     after = receiver.call(audio.process, job.id)  # this worker, start to finish
     assert voice.taken_over == [job.id]
@@ -686,21 +669,8 @@ def test_stores_that_cannot_fence_still_complete(
     still completes, once, with a warning saying why."""
     with kind(tmp_path / "jobs.sqlite3") as store:
         slow = SlowStoreProcessor()
-        config = simulator.settings(base_url=receiver.url)
-        audio = ReplicateAudio(
-            config,
-            store,
-            processors=default_processors() | {"voiceover": slow},
-            downloader=Downloader(config, backoff=0.01, max_backoff=0.05),
-            lease=0.3,
-            sweep_interval=0,
-        )
-        receiver.serve(audio)
-        simulator.add_model("acme/voice", run_time=0.05, output_format="wav")
-        job = receiver.call(
-            audio.generate, "voiceover", "v", ReplicateAudioConfig(model="acme/voice", input={})
-        )
-        done = receiver.wait_for(job.id)
+        audio = voiceover_app(simulator, receiver, store, slow, lease=0.3)
+        done = receiver.wait_for(ask_voiceover(audio, receiver).id)
         receiver.close()
     assert (done.status, done.attempts) == (JobStatus.COMPLETED, 1)
     assert len(slow.stored) == 1

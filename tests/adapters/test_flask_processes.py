@@ -97,16 +97,11 @@ def gunicorn(
     """Serve *app* (a gunicorn app spec, importable from *folder*) with WORKERS sync workers."""
     sock = listen()
     url = url_of(sock)
-    env = os.environ | {
-        "BASE_URL": url,
-        "REPLICATE_API_BASE_URL": simulator.url,
-        "REPLICATE_API_TOKEN": simulator.api_token,
-        "REPLICATE_WEBHOOK_SECRET": simulator.secret,
-        "REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS": simulator.url,
-        "REPLICATE_AUDIO_ALLOW_PRIVATE_OUTPUT_HOSTS": "1",
-        "REPLICATE_AUDIO_DATABASE": str(folder / "jobs.sqlite3"),
-        "EXAMPLE_APP_DATABASE": str(folder / "app.sqlite3"),
-    }
+    env = os.environ | simulator.environ(
+        BASE_URL=url,
+        REPLICATE_AUDIO_DATABASE=str(folder / "jobs.sqlite3"),
+        EXAMPLE_APP_DATABASE=str(folder / "app.sqlite3"),
+    )
     command = [
         sys.executable,
         "-m",

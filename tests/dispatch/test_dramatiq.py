@@ -226,17 +226,11 @@ def test_worker_command_processes_and_stops_on_sigterm(
     store = SQLiteStore(database)
     audio = ReplicateAudio(settings, store, dispatcher=queue.dispatcher(), sweep_interval=0)
     receiver.serve(audio)
-    env = {
-        **os.environ,
-        "REPLICATE_API_BASE_URL": simulator.url,
-        "REPLICATE_API_TOKEN": simulator.api_token,
-        "REPLICATE_WEBHOOK_SECRET": simulator.secret,
-        "REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS": simulator.url,
-        "REPLICATE_AUDIO_ALLOW_PRIVATE_OUTPUT_HOSTS": "1",
-        "REPLICATE_AUDIO_DATABASE": str(database),
-        "REPLICATE_AUDIO_BROKER_URL": queue.url,
-        "TEST_QUEUE": queue.name,
-    }
+    env = os.environ | simulator.environ(
+        REPLICATE_AUDIO_DATABASE=str(database),
+        REPLICATE_AUDIO_BROKER_URL=queue.url,
+        TEST_QUEUE=queue.name,
+    )
     command = [sys.executable, "-m", "replicate_audio.cli", "worker", "--threads", "2"]
     command += ["--queue", queue.name] if how == "environment" else ["--app", "worker_app:audio"]
     process = subprocess.Popen(

@@ -244,6 +244,25 @@ class ReplicateSimulator(SimulatorIntrospection):
         }
         return Settings(**(values | overrides))
 
+    def environ(self, **variables: str) -> dict[str, str]:
+        """The environment variables that point an app in another process at this simulator
+        (what :meth:`settings` sets), plus *variables*; merge it into ``os.environ``.
+
+        Example:
+            >>> with ReplicateSimulator() as sim:
+            ...     env = sim.environ(BASE_URL="http://127.0.0.1:8000")
+            ...     env["REPLICATE_API_BASE_URL"] == sim.url, env["BASE_URL"]
+            (True, 'http://127.0.0.1:8000')
+        """
+        return {
+            "REPLICATE_API_BASE_URL": self.url,
+            "REPLICATE_API_TOKEN": self.api_token,
+            "REPLICATE_WEBHOOK_SECRET": self.secret,
+            "REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS": self.url,
+            "REPLICATE_AUDIO_ALLOW_PRIVATE_OUTPUT_HOSTS": "1",
+            **variables,
+        }
+
     def client(self) -> Client:
         """The real ``replicate.Client``, pointed at this simulator with its token."""
         from replicate.client import Client
