@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -16,7 +17,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from replicate_audio.app import ReplicateAudio
 from replicate_audio.jobs import Job
 
-_ROUTE = re.compile(r"/api/replicate-webhook/([^/]+)/([^/?]+)")
+_ROUTE = re.compile(r"/api/replicate-webhook/([^/]+)/([^/?]+)(?:\?job=([^&]+))?")
 
 
 class WebhookReceiver:
@@ -35,8 +36,10 @@ class WebhookReceiver:
                 if match is None:
                     status, answer = 404, {"detail": "no route"}
                 else:
+                    content_type, content_id, job_id = match.groups()
+                    handle = functools.partial(receiver.audio.handle_webhook, job_id=job_id)
                     outcome = receiver.call(
-                        receiver.audio.handle_webhook, *match.groups(), dict(self.headers), body
+                        handle, content_type, content_id, dict(self.headers), body
                     )
                     status, answer = outcome.status_code, outcome.body
                 data = json.dumps(answer).encode()

@@ -27,7 +27,10 @@ from .errors import (
     URLNotAllowedError,
     WebhookVerificationError,
 )
+from .app import ReplicateAudio
+from .intake import WebhookOutcome
 from .jobs import Job, JobStatus
+from .pipeline import process_webhook_result, replay
 from .predictions import RetryPolicy, acreate_webhook_prediction, create_webhook_prediction
 from .processors import (
     AudioPostProcessor,
@@ -60,6 +63,7 @@ __all__ = [
     "Prediction",
     "PredictionError",
     "ProcessingContext",
+    "ReplicateAudio",
     "ReplicateAudioConfig",
     "ReplicateAudioError",
     "RetryPolicy",
@@ -72,12 +76,15 @@ __all__ = [
     "URLNotAllowedError",
     "UnknownContentTypeError",
     "WebhookEvent",
+    "WebhookOutcome",
     "WebhookVerificationError",
     "__version__",
     "acreate_webhook_prediction",
     "create_webhook_prediction",
     "get_processor",
+    "process_webhook_result",
     "register_processor",
+    "replay",
     "verify_signature",
     "verify_webhook",
 ]

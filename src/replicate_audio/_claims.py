@@ -9,7 +9,7 @@ import logging
 import anyio
 
 from .jobs import Job, JobStatus
-from .storage import Store, call
+from .storage import Store
 
 logger = logging.getLogger("replicate_audio")
 
@@ -17,12 +17,13 @@ logger = logging.getLogger("replicate_audio")
 async def move(store: Store, claimed: Job, new: JobStatus, error: str | None = None) -> Job | None:
     """Move a job this worker claimed out of ``processing``, fenced by its attempt: once
     another worker has taken the job over, this one can no longer move it."""
-    fence = {"attempt": claimed.attempts} if _fences(store) else {}
+    attempt = claimed.attempts if _fences(store) else None
     expected = [JobStatus.PROCESSING]
-    moved: Job | None = await call(
-        store.transition, claimed.id, expected=expected, new=new, error=error, **fence
+    if attempt is None:
+        return await store.transition(claimed.id, expected=expected, new=new, error=error)
+    return await store.transition(
+        claimed.id, expected=expected, new=new, error=error, attempt=attempt
     )
-    return moved
 
 
 _FENCING: dict[type, bool] = {}

@@ -3,52 +3,37 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
 
-import attrs
 from replicate.client import Client
 
-from .background import BackgroundWork
 from .config import ReplicateAudioConfig, Settings
 from .dispatch import Dispatcher, InProcessDispatcher
 from .download import Downloader
-from .errors import JobNotFoundError, StorageError, WebhookVerificationError
-from .jobs import Job, JobStatus
+from .errors import JobNotFoundError
+from .intake import Intake, WebhookOutcome
+from .jobs import Job
 from .metrics import Metrics, guarded
-from .pipeline import DEFAULT_LEASE, process_job, record_prediction, replay
+from .pipeline import DEFAULT_LEASE, process_job, replay
 from .predictions import (
     DEFAULT_RETRY,
     RetryPolicy,
     acreate_webhook_prediction,
     client_for,
     create_webhook_prediction,
+    send_create,
 )
 from .processors import AudioPostProcessor
-from .storage import Store, StoredAudio, call, open_store
-from .webhooks import is_prediction_id, verify_webhook
+from .recovery import BackgroundWork
+from .storage import BlockingStore, Store, StoredAudio, SyncStore, as_store, open_store
+from .webhooks import is_prediction_id
 
 __all__ = ["ReplicateAudio", "WebhookOutcome"]
 
 logger = logging.getLogger("replicate_audio")
-
-# Job states in which a delivery leaves work for the dispatcher.
-_DISPATCH = frozenset({JobStatus.RECEIVED, JobStatus.FAILED, JobStatus.CANCELED})
-
-
-@attrs.frozen
-class WebhookOutcome:
-    """What :meth:`ReplicateAudio.handle_webhook` decided: the status code and a JSON body."""
-
-    status_code: int
-    body: dict[str, Any]
-
-    @classmethod
-    def refuse(cls, status_code: int, detail: str) -> WebhookOutcome:
-        """A 4xx (or 503) whose body says why."""
-        return cls(status_code, {"detail": detail})
 
 
 class ReplicateAudio:
@@ -56,8 +41,9 @@ class ReplicateAudio:
 
     Args:
         settings: defaults to :meth:`Settings.from_env`.
-        store: job, audio and log storage; defaults to ``REPLICATE_AUDIO_DATABASE``
-            (a SQLite file, or a SQLAlchemy URL).
+        store: job, audio and log storage, async or blocking (a blocking one is wrapped
+            once, here); defaults to the store of ``REPLICATE_AUDIO_DATABASE`` (a SQLite
+            file, ``replicate-audio.sqlite3`` unless set, or a SQLAlchemy URL), opened here.
         processors: content type -> processor; defaults to the global registry
             (``sound_effect``, ``background_music`` and whatever was registered).
         dispatcher: defaults to an :class:`InProcessDispatcher`.
@@ -70,15 +56,16 @@ class ReplicateAudio:
             :class:`~replicate_audio.metrics.PrometheusMetrics`.
 
     Example:
-        >>> audio = ReplicateAudio()  # doctest: +SKIP
-        >>> async with audio:  # doctest: +SKIP
-        ...     job = await audio.generate("sound_effect", 42, config)
+        >>> from replicate_audio.storage import MemoryStore
+        >>> audio = ReplicateAudio(Settings(), store=MemoryStore())
+        >>> audio.content_types
+        ('background_music', 'sound_effect')
     """
 
     def __init__(
         self,
         settings: Settings | None = None,
-        store: Store | None = None,
+        store: Store | BlockingStore | None = None,
         processors: Mapping[str, AudioPostProcessor] | None = None,
         dispatcher: Dispatcher | None = None,
         *,
@@ -90,7 +77,9 @@ class ReplicateAudio:
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
-        self.store: Store = store if store is not None else open_store(self.settings.database)
+        self.store: Store = as_store(
+            store if store is not None else open_store(self.settings.database)
+        )
         self.processors = dict(processors) if processors is not None else None
         self.dispatcher: Dispatcher = dispatcher or InProcessDispatcher()
         self._owns_downloader = downloader is None
@@ -98,9 +87,18 @@ class ReplicateAudio:
         self.client = client
         self.lease = lease
         self.metrics = guarded(metrics)
+        self.intake = Intake(
+            settings=self.settings,
+            store=self.store,
+            dispatcher=self.dispatcher,
+            content_types=lambda: self.content_types,
+            metrics=self.metrics,
+        )
         self._background = BackgroundWork(
             self, sweep_interval=sweep_interval, reconcile_after=reconcile_after
         )
+        self._sync_lock = threading.Lock()
+        self._sync_store: SyncStore | None = None
 
     # -- asking for audio ---------------------------------------------------------------
 
@@ -117,14 +115,6 @@ class ReplicateAudio:
         """The ``replicate.Client`` this app creates predictions with."""
         return self.client or client_for(self.settings)
 
-    def _creation_options(self) -> dict[str, Any]:
-        return {
-            "settings": self.settings,
-            "client": self.replicate_client(),
-            "store": self.store,
-            "content_types": self.content_types,
-        }
-
     async def generate(
         self,
         content_type: str,
@@ -133,9 +123,8 @@ class ReplicateAudio:
         *,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> Job:
-        """Create a prediction and record its job; returns at once.
-
-        *retry* says how 429s and 5xx from Replicate are retried.
+        """Record a job, then create its prediction; returns at once (see
+        :func:`acreate_webhook_prediction`). *retry* says how 429s and 5xx are retried.
 
         Raises:
             UnknownContentTypeError, InvalidContentIdError, PredictionError: as
@@ -143,8 +132,10 @@ class ReplicateAudio:
         """
         with self._counting_prediction(content_type):
             return await acreate_webhook_prediction(
-                content_type, content_id, config, retry=retry, **self._creation_options()
-            )
+                content_type, content_id, config, settings=self.settings,
+                client=self.replicate_client(), store=self.store, retry=retry,
+                content_types=self.content_types,
+            )  # fmt: skip
 
     def generate_sync(
         self,
@@ -157,13 +148,27 @@ class ReplicateAudio:
         """:meth:`generate` for synchronous code (Flask views, scripts)."""
         with self._counting_prediction(content_type):
             return create_webhook_prediction(
-                content_type, content_id, config, retry=retry, **self._creation_options()
-            )
+                content_type, content_id, config, settings=self.settings,
+                client=self.replicate_client(), store=self.blocking_store(), retry=retry,
+                content_types=self.content_types,
+            )  # fmt: skip
 
-    def _label(self, content_type: str) -> str:
-        """*content_type* as a metrics label: ``unknown`` unless served, so that callers
-        cannot grow the label set."""
-        return content_type if content_type in self.content_types else "unknown"
+    async def send_create(self, job: Job, *, retry: RetryPolicy = DEFAULT_RETRY) -> Job:
+        """Create the prediction of a recorded ``creating`` job (what the sweep does for
+        a job whose create never reached Replicate)."""
+        with self._counting_prediction(job.content_type):
+            return await send_create(
+                job, store=self.store, settings=self.settings,
+                client=self.replicate_client(), retry=retry,
+            )  # fmt: skip
+
+    def blocking_store(self) -> SyncStore:
+        """This app's store through blocking methods, for code with no event loop; one
+        loop thread serves every call (see :class:`~replicate_audio.storage.SyncStore`)."""
+        with self._sync_lock:
+            if self._sync_store is None:
+                self._sync_store = SyncStore(self.store)
+            return self._sync_store
 
     @contextmanager
     def _counting_prediction(self, content_type: str) -> Iterator[None]:
@@ -173,97 +178,54 @@ class ReplicateAudio:
             created = True
         finally:
             if self.metrics is not None:
-                self.metrics.prediction_created(self._label(content_type), ok=created)
+                self.metrics.prediction_created(self.intake.label(content_type), ok=created)
 
     # -- receiving webhooks -------------------------------------------------------------
 
     async def handle_webhook(
-        self, content_type: str, content_id: str, headers: Mapping[str, str], body: bytes
+        self,
+        content_type: str,
+        content_id: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        job_id: str | None = None,
     ) -> WebhookOutcome:
         """Verify a delivery, record it once, hand its job to the dispatcher, and say how
-        to answer. Processing never runs here.
+        to answer. Processing never runs here. *job_id* is the URL's ``job`` parameter.
 
         Status codes: 200 recorded (or a duplicate); 401 bad signature or timestamp;
         400 a body that is not a prediction; 404 unknown content type, or no job of ours
-        matches; 413 body too large; 503 our store is down (so Replicate retries).
+        matches; 413 body too large; 503 our store is down or could not commit within
+        ``intake_timeout`` (so Replicate retries).
         """
-        if len(body) > self.settings.max_webhook_bytes:
-            return self.oversized_webhook(content_type)
-        try:
-            outcome = await self._handle_webhook(content_type, content_id, headers, body)
-        except Exception:
-            self._count_webhook(content_type, 500)
-            raise
-        self._count_webhook(content_type, outcome.status_code)
-        return outcome
+        return await self.intake.handle_webhook(
+            content_type, content_id, headers, body, job_id=job_id
+        )
 
     def oversized_webhook(self, content_type: str) -> WebhookOutcome:
         """The 413 for a delivery larger than ``max_webhook_bytes``: what adapters answer when
         they stop reading a body at the limit (counted like every other answer)."""
-        self._count_webhook(content_type, 413)
-        limit = self.settings.max_webhook_bytes
-        return WebhookOutcome.refuse(413, f"the body is larger than {limit} bytes")
-
-    def _count_webhook(self, content_type: str, status_code: int) -> None:
-        if self.metrics is not None:
-            self.metrics.webhook_answered(self._label(content_type), status_code)
-
-    async def _handle_webhook(
-        self, content_type: str, content_id: str, headers: Mapping[str, str], body: bytes
-    ) -> WebhookOutcome:
-        if content_type not in self.content_types:
-            return WebhookOutcome.refuse(404, f"unknown content type {content_type!r}")
-        try:
-            event = verify_webhook(
-                headers,
-                body,
-                self.settings.webhook_secrets,
-                tolerance=self.settings.webhook_tolerance,
-            )
-        except WebhookVerificationError as error:
-            return WebhookOutcome.refuse(error.status_code, str(error))
-        prediction = event.prediction
-        try:
-            job: Job | None = await call(self.store.get_job, prediction.id)
-            if job is None or (job.content_type, job.content_id) != (content_type, content_id):
-                detail = f"no {content_type} {content_id!r} job for prediction {prediction.id!r}"
-                return WebhookOutcome.refuse(404, detail)
-            recorded = await record_prediction(
-                self.store, event.webhook_id, prediction, self.metrics
-            )
-        except StorageError as error:
-            logger.error("could not record webhook %s: %s", event.webhook_id, error)
-            return WebhookOutcome.refuse(503, "storage is unavailable; try again")
-        if recorded.changed and recorded.job.status in _DISPATCH:
-            await self.dispatcher.submit(prediction.id)
-        return WebhookOutcome(
-            200,
-            {
-                "job": prediction.id,
-                "status": recorded.job.status.value,
-                "duplicate": recorded.duplicate,
-            },
-        )
+        return self.intake.oversized(content_type)
 
     # -- reading back and running again --------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job:
-        """The job with this id (the prediction id).
+        """The job with this id, or whose prediction has this id.
 
         Raises:
             JobNotFoundError: there is none.
         """
         if not is_prediction_id(job_id):  # never handed to the store: some refuse such ids
             raise JobNotFoundError(job_id)
-        job: Job | None = await call(self.store.get_job, job_id)
+        job = await self.store.get_job(job_id)
         if job is None:
             raise JobNotFoundError(job_id)
         return job
 
     async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
-        """The stored audio for this content, or None while there is none."""
-        audio: StoredAudio | None = await call(self.store.get_audio, content_type, content_id)
-        return audio
+        """The stored audio for this content (the newest job's), or None while there is none."""
+        return await self.store.get_audio(content_type, content_id)
 
     async def process(self, job_id: str) -> Job:
         """Process one job now, in this task (what the dispatcher runs)."""
@@ -280,7 +242,7 @@ class ReplicateAudio:
         """Run a ``dead`` job again; other jobs are returned unchanged.
 
         Raises:
-            JobNotFoundError: there is no job with this id.
+            JobNotFoundError: there is no job with this id (or prediction id).
         """
         return await replay(
             job_id,
@@ -318,3 +280,8 @@ class ReplicateAudio:
     async def stop(self) -> None:
         """Drain the dispatcher (unfinished jobs stay recoverable) and close the downloader."""
         await self.__aexit__(None, None, None)
+
+    @property
+    def background(self) -> BackgroundWork:
+        """The sweep: ``resolve_unsent()``, ``requeue()`` and ``reconcile()`` run on demand."""
+        return self._background

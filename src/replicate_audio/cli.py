@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -139,25 +140,31 @@ def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("jobs", "list jobs in REPLICATE_AUDIO_DATABASE, oldest first", _jobs_arguments)
 def _jobs(args: argparse.Namespace) -> int:
-    from .storage import call_blocking
+    import anyio
 
+    statuses = [JobStatus(value) for value in args.status] if args.status else None
     try:
         store = load_app(args.app, sweep_interval=0).store
+        jobs: list[Job] = anyio.run(
+            functools.partial(
+                store.list_jobs, statuses=statuses, updated_before=utcnow(), limit=args.limit
+            )
+        )
     except ReplicateAudioError as error:
         print(error, file=sys.stderr)
         return 1
-    statuses = [JobStatus(value) for value in args.status] if args.status else None
-    jobs: list[Job] = call_blocking(
-        store.list_jobs, statuses=statuses, updated_before=utcnow(), limit=args.limit
-    )
     for job in jobs:
         reason = f"  {job.error}" if job.error else ""
-        print(f"{job.id}  {job.status.value:<10} {job.content_type}/{job.content_id}{reason}")
+        prediction = job.prediction_id or "-"
+        print(
+            f"{job.id}  {prediction:<26}  {job.status.value:<10} "
+            f"{job.content_type}/{job.content_id}{reason}"
+        )
     return 0
 
 
 def _replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job_id", help="the id of a dead job (its prediction id)")
+    parser.add_argument("job_id", help="the id of a dead job (or of its prediction)")
     _app_argument(parser)
 
 

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
 from .errors import ConfigurationError, InvalidSecretError
-from .webhooks import parse_secrets
 
-__all__ = ["AllowedOrigin", "ReplicateAudioConfig", "Settings"]
+__all__ = [
+    "JOB_ROUTE",
+    "UNSENT_CREATE_POLICIES",
+    "WEBHOOK_ROUTE",
+    "AllowedOrigin",
+    "ReplicateAudioConfig",
+    "Settings",
+    "parse_secrets",
+]
+
+#: The webhook route under the prefix; both adapters mount it and ``webhook_url`` builds it.
+WEBHOOK_ROUTE = "/replicate-webhook/{content_type}/{content_id}"
+#: The job route under the prefix.
+JOB_ROUTE = "/replicate-audio/jobs/{job_id}"
+#: What the sweep does with a job whose create Replicate never received (see Settings).
+UNSENT_CREATE_POLICIES = ("create", "fail")
 
 _MIB = 1024 * 1024
 _EVENTS = frozenset({"start", "output", "logs", "completed"})
@@ -25,6 +42,48 @@ _MODEL_REF = re.compile(_OWNER_NAME)
 _VERSION_REF = re.compile(rf"{_OWNER_NAME}:[0-9a-f]{{64}}")
 # "" or "/seg/seg": what can sit between BASE_URL and /replicate-webhook/ unescaped.
 _PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format marker, not a secret
+
+
+def parse_secrets(secrets: str | Sequence[str]) -> tuple[bytes, ...]:
+    """Decode signing secrets (``whsec_<base64>``; several separated by spaces or commas).
+
+    Raises:
+        InvalidSecretError: no secret was given, or one is not base64.
+
+    Example:
+        >>> keys = parse_secrets("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_AAAA")
+        >>> tuple(len(key) for key in keys)
+        (24, 3)
+    """
+    if isinstance(secrets, str):
+        entries = re.split(r"[\s,]+", secrets)
+    elif isinstance(secrets, Sequence):
+        entries = list(secrets)
+    else:
+        raise InvalidSecretError(
+            f"secrets must be a string or a sequence, not {type(secrets).__name__}"
+        )
+    keys = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise InvalidSecretError(f"a secret must be a string, not {type(entry).__name__}")
+        if not entry:
+            continue
+        encoded = entry.removeprefix(_SECRET_PREFIX)
+        if not _BASE64.fullmatch(encoded):
+            # Never echo any part of a secret: this message may reach a webhook's caller.
+            raise InvalidSecretError(f"a configured secret is not {_SECRET_PREFIX}<base64>")
+        try:
+            keys.append(base64.b64decode(encoded, validate=True))
+        except binascii.Error:
+            raise InvalidSecretError("a secret's base64 has the wrong length or padding") from None
+    if not keys:
+        raise InvalidSecretError("no webhook signing secret is configured")
+    return tuple(keys)
 
 
 def is_local_host(host: str) -> bool:
@@ -106,6 +165,16 @@ def _positive_int(variable: str, value: str) -> int:
     return int(value)
 
 
+def _positive_float(variable: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigurationError(variable, f"must be a positive number of seconds, not {value!r}")
+    return number
+
+
 def _flag(variable: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -134,8 +203,8 @@ class Settings:
     Build it with :meth:`from_env`, or directly in code and tests.
 
     Example:
-        >>> Settings(base_url="https://app.example.com").webhook_url("sound_effect", "7")
-        'https://app.example.com/api/replicate-webhook/sound_effect/7'
+        >>> Settings(base_url="https://app.example.com").webhook_url("sound_effect", "7", "j1")
+        'https://app.example.com/api/replicate-webhook/sound_effect/7?job=j1'
     """
 
     base_url: str = "http://localhost:8000"
@@ -150,6 +219,14 @@ class Settings:
     max_webhook_bytes: int = 10 * _MIB
     database: str = "replicate-audio.sqlite3"
     allow_insecure_base_url: bool = False
+    #: Seconds a delivery may take to be recorded before it is answered 503 (so the sender
+    #: retries); well under the time Replicate waits for an answer.
+    intake_timeout: float = 3.0
+    #: Seconds a job may wait for its create to answer before the sweep resolves it.
+    create_timeout: float = 60.0
+    #: What the sweep does with a job whose create Replicate never received: ``create`` it
+    #: (once), or mark it ``fail``-ed with the reason.
+    unsent_creates: str = "create"
 
     def __attrs_post_init__(self) -> None:
         _check_http_url("BASE_URL", self.base_url)
@@ -183,6 +260,17 @@ class Settings:
         ):
             if number <= 0:
                 raise ConfigurationError(name, f"must be positive, not {number}")
+        for name, seconds in (
+            ("REPLICATE_AUDIO_INTAKE_TIMEOUT", self.intake_timeout),
+            ("REPLICATE_AUDIO_CREATE_TIMEOUT", self.create_timeout),
+        ):
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ConfigurationError(name, f"must be a positive number, not {seconds}")
+        if self.unsent_creates not in UNSENT_CREATE_POLICIES:
+            raise ConfigurationError(
+                "REPLICATE_AUDIO_UNSENT_CREATES",
+                f"must be one of {list(UNSENT_CREATE_POLICIES)}, not {self.unsent_creates!r}",
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -225,12 +313,23 @@ class Settings:
                 values[field] = _flag(variable, env[variable])
         if env.get("REPLICATE_AUDIO_DATABASE"):
             values["database"] = env["REPLICATE_AUDIO_DATABASE"]
+        for variable, field in (
+            ("REPLICATE_AUDIO_INTAKE_TIMEOUT", "intake_timeout"),
+            ("REPLICATE_AUDIO_CREATE_TIMEOUT", "create_timeout"),
+        ):
+            if variable in env:
+                values[field] = _positive_float(variable, env[variable])
+        if "REPLICATE_AUDIO_UNSENT_CREATES" in env:
+            values["unsent_creates"] = env["REPLICATE_AUDIO_UNSENT_CREATES"].strip().lower()
         return cls(**values)
 
-    def webhook_url(self, content_type: str, content_id: str) -> str:
-        """The URL Replicate calls: ``{BASE_URL}{prefix}/replicate-webhook/{type}/{id}``."""
-        base = self.base_url.rstrip("/")
-        return f"{base}{self.webhook_prefix}/replicate-webhook/{content_type}/{content_id}"
+    def webhook_url(self, content_type: str, content_id: str, job_id: str | None = None) -> str:
+        """The URL Replicate calls: ``{BASE_URL}{prefix}/replicate-webhook/{type}/{id}``,
+        with ``?job={job_id}`` so that a delivery finds its job even before the create
+        has answered."""
+        path = WEBHOOK_ROUTE.format(content_type=content_type, content_id=content_id)
+        url = f"{self.base_url.rstrip('/')}{self.webhook_prefix}{path}"
+        return url if job_id is None else f"{url}?job={job_id}"
 
 
 def _frozen_input(value: Mapping[str, Any]) -> dict[str, Any]:

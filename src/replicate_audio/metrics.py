@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .jobs import Job, JobStatus
+from .jobs import Job
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -112,11 +112,12 @@ class FinishReporter:
 
 
 def count_final_event(recorded: RecordedEvent, metrics: Metrics | None) -> None:
-    """Report to (guarded) *metrics* a job that this recorded delivery moved to ``failed`` or
-    ``canceled`` (jobs that complete or die are reported by the worker that finished them)."""
-    ended_on_replicate = (JobStatus.FAILED, JobStatus.CANCELED)
-    if metrics is not None and recorded.changed and recorded.job.status in ended_on_replicate:
-        metrics.job_finished(recorded.job, processing_seconds=None)
+    """Report to (guarded) *metrics* a job that this recorded delivery moved to ``failed``,
+    ``canceled`` or ``aborted`` (jobs that complete or die are reported by the worker that
+    finished them)."""
+    job = recorded.job
+    if metrics is not None and recorded.changed and job is not None and job.is_terminal:
+        metrics.job_finished(job, processing_seconds=None)
 
 
 class PrometheusMetrics:

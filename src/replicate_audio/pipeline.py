@@ -14,15 +14,17 @@ import anyio.to_thread
 from ._claims import ClaimLost, keep_claim, move
 from .download import Downloader
 from .errors import JobNotFoundError, ReplicateAudioError, StorageError
+from .intake import record
 from .jobs import Job, JobStatus
-from .metrics import FinishReporter, Metrics, count_final_event, guarded
+from .metrics import FinishReporter, Metrics, guarded
 from .processors import (
     AudioPostProcessor,
     ProcessingContext,
     get_processor,
     register_processor,
 )
-from .storage import AudioInfo, LogEntry, RecordedEvent, Store, call
+from .processors.base import run_hook
+from .storage import AudioInfo, Delivery, LogEntry, Store
 from .webhooks import Prediction, is_prediction_id
 
 __all__ = [
@@ -51,11 +53,15 @@ async def _log(
         message=message,
     )
     with tempfile.TemporaryDirectory(prefix="replicate-audio-") as work:
-        await call(processor.log_result, job, entry, ProcessingContext(store, store, Path(work)))
+        await run_hook(
+            processor.log_result, job, entry, ProcessingContext(store, store, Path(work))
+        )
 
 
 async def _current(store: Store, job_id: str) -> Job:
-    job: Job = await call(store.get_job, job_id)
+    job = await store.get_job(job_id)
+    if job is None:
+        raise JobNotFoundError(job_id)
     return job
 
 
@@ -161,8 +167,8 @@ async def process_job(
 
     A ``received`` job is claimed (compare-and-set), its output downloaded, post-processed by
     its content type's processor, stored and logged, then marked ``completed``; download or
-    processing failures park it as ``dead`` with the reason. A ``failed`` or ``canceled``
-    job is logged once. Any other job is returned as it is.
+    processing failures park it as ``dead`` with the reason. A ``failed``, ``canceled`` or
+    ``aborted`` job is logged once. Any other job is returned as it is.
 
     Returns:
         The job as it is afterwards.
@@ -175,19 +181,17 @@ async def process_job(
         >>> job = await process_job(job.id, store=store, downloader=downloader)  # doctest: +SKIP
     """
     metrics = guarded(metrics)
-    job: Job | None = await call(store.get_job, job_id)
-    if job is None:
-        raise JobNotFoundError(job_id)
+    job = await _current(store, job_id)
     processor = get_processor(job.content_type, processors)
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.ABORTED):
         reason = job.error or (job.prediction or {}).get("error") or job.status.value
         await _log(processor, job, job.status, str(reason), store)
         return job
     if job.status not in (JobStatus.RECEIVED, JobStatus.PROCESSING):
         return job
-    claimed: Job | None = await call(store.claim_job, job_id, stale_after=lease)
+    claimed = await store.claim_job(job.id, stale_after=lease)
     if claimed is None:  # another worker has it, or it finished meanwhile
-        return await _current(store, job_id)
+        return await _current(store, job.id)
     return await _run(
         claimed,
         processor=processor,
@@ -196,18 +200,6 @@ async def process_job(
         lease=lease,
         reporter=FinishReporter(metrics),
     )
-
-
-async def record_prediction(
-    store: Store, event_id: str, prediction: Prediction, metrics: Metrics | None
-) -> RecordedEvent:
-    """Record *prediction* once per *event_id* (a delivery, a reconciliation, a direct call),
-    and count a job it ends on Replicate's side (failed or canceled)."""
-    recorded: RecordedEvent = await call(
-        store.record_event, event_id, prediction.id, prediction.raw
-    )
-    count_final_event(recorded, metrics)
-    return recorded
 
 
 async def process_webhook_result(
@@ -219,15 +211,18 @@ async def process_webhook_result(
     downloader: Downloader,
     processors: Mapping[str, AudioPostProcessor] | None = None,
     webhook_id: str | None = None,
+    job_id: str | None = None,
     metrics: Metrics | None = None,
 ) -> Job:
-    """Record a prediction for its job and process it: the path every delivery takes.
+    """Record a prediction for its job and process it at once, in this task: what a
+    delivery leads to, for scripts and workers that run without a dispatcher.
 
-    The reconciler uses it with predictions fetched from the API; scripts may too. The
-    event is recorded once per *webhook_id* (by default one per prediction and status).
+    The job is found by *job_id* (the webhook URL's ``job`` parameter) or, without it, by
+    the prediction id. The event is recorded once per *webhook_id* (by default one per
+    prediction and status), through the same atomic store call as a webhook.
 
     Raises:
-        JobNotFoundError: no job of this content matches the prediction id.
+        JobNotFoundError: no job of this content matches.
         InvalidPayloadError: *prediction* is not a prediction.
 
     Example:
@@ -236,14 +231,23 @@ async def process_webhook_result(
     """
     if not isinstance(prediction, Prediction):
         prediction = Prediction.from_dict(dict(prediction))
-    job: Job | None = await call(store.get_job, prediction.id)
-    if job is None or (job.content_type, job.content_id) != (content_type, content_id):
-        raise JobNotFoundError(prediction.id)
-    event_id = webhook_id or f"direct:{prediction.id}:{prediction.status}"
     metrics = guarded(metrics)
-    await record_prediction(store, event_id, prediction, metrics)
+    delivery = Delivery(
+        webhook_id=webhook_id or f"direct:{prediction.id}:{prediction.status}",
+        prediction=prediction.raw or {"id": prediction.id, "status": prediction.status},
+        job_id=job_id,
+        content_type=content_type,
+        content_id=content_id,
+    )
+    recorded = await record(store, delivery, metrics=metrics)
+    if recorded.job is None:
+        raise JobNotFoundError(job_id or prediction.id)
     return await process_job(
-        prediction.id, store=store, downloader=downloader, processors=processors, metrics=metrics
+        recorded.job.id,
+        store=store,
+        downloader=downloader,
+        processors=processors,
+        metrics=metrics,
     )
 
 
@@ -255,7 +259,8 @@ async def replay(
     processors: Mapping[str, AudioPostProcessor] | None = None,
     metrics: Metrics | None = None,
 ) -> Job:
-    """Run a ``dead`` job again from its recorded prediction.
+    """Run a ``dead`` job again from its recorded prediction; *job_id* may also be the
+    job's prediction id.
 
     Jobs in any other state are returned unchanged: failed and canceled predictions are
     never retried, and live jobs are already on their way.
@@ -264,19 +269,17 @@ async def replay(
         JobNotFoundError: no job has this id.
 
     Example:
-        >>> job = await replay("ufawqhfynnddngldkgtslldrkq", store=store,
+        >>> job = await replay("ZGl4Z9Xq3v2mTq0rKc1aBw", store=store,
         ...                    downloader=downloader)  # doctest: +SKIP
     """
     if not is_prediction_id(job_id):  # never handed to the store: some refuse such ids
         raise JobNotFoundError(job_id)
-    revived = await call(
-        store.transition, job_id, expected=[JobStatus.DEAD], new=JobStatus.RECEIVED, error=None
+    job = await _current(store, job_id)  # by job id or prediction id
+    revived = await store.transition(
+        job.id, expected=[JobStatus.DEAD], new=JobStatus.RECEIVED, error=None
     )
     if revived is None:
-        job: Job | None = await call(store.get_job, job_id)
-        if job is None:
-            raise JobNotFoundError(job_id)
-        return job
+        return await _current(store, job.id)
     return await process_job(
-        job_id, store=store, downloader=downloader, processors=processors, metrics=metrics
+        job.id, store=store, downloader=downloader, processors=processors, metrics=metrics
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import random
 import re
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -19,13 +21,21 @@ from replicate.exceptions import ReplicateError
 
 from .config import ReplicateAudioConfig, Settings
 from .errors import InvalidContentIdError, PredictionError, UnknownContentTypeError
-from .jobs import Job
-from .storage import JobStore, call, call_blocking, shared_store
+from .jobs import Job, JobStatus, new_job_id
+from .storage import BlockingStore, Store, SyncStore, open_store
+from .storage.adapters import is_async_store
 
 if TYPE_CHECKING:
     from replicate.prediction import Prediction as ReplicatePrediction
 
-__all__ = ["RetryPolicy", "acreate_webhook_prediction", "create_webhook_prediction"]
+__all__ = [
+    "RetryPolicy",
+    "acreate_webhook_prediction",
+    "create_webhook_prediction",
+    "send_create",
+]
+
+logger = logging.getLogger("replicate_audio")
 
 _CONTENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _CONTENT_TYPE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -186,31 +196,120 @@ def prediction_dict(prediction: Any) -> dict[str, Any]:
     return data
 
 
-def _job(content_type: str, content_id: str, config: ReplicateAudioConfig, p: Any) -> Job:
-    return Job(
-        id=p.id,
-        content_type=content_type,
-        content_id=content_id,
-        config=config,
-        prediction=prediction_dict(p),
-    )
-
-
 def _prepare(
     content_type: str,
     content_id: str | int,
     config: ReplicateAudioConfig,
     settings: Settings | None,
     content_types: Collection[str] | None,
-) -> tuple[str, Settings, dict[str, Any]]:
+) -> tuple[Job, Settings]:
+    """Check the request and mint its job (not yet recorded)."""
     if content_types is None:
         from .processors import registered_content_types
 
         content_types = registered_content_types()
     content_id = str(content_id) if isinstance(content_id, int) else content_id
     check_content(content_type, content_id, content_types)
-    settings = settings or Settings.from_env()
-    return content_id, settings, _request(config, settings.webhook_url(content_type, content_id))
+    job = Job(id=new_job_id(), content_type=content_type, content_id=content_id, config=config)
+    return job, settings or Settings.from_env()
+
+
+def _params(job: Job, settings: Settings) -> dict[str, Any]:
+    if job.config is None:
+        raise PredictionError(f"job {job.id} has no config to create its prediction from")
+    return _request(job.config, settings.webhook_url(job.content_type, job.content_id, job.id))
+
+
+def _ambiguous(error: Exception) -> bool:
+    """Whether the create may have reached Replicate although no answer came back."""
+    return isinstance(error, httpx.TransportError) and not _should_retry(error)
+
+
+def _refused(job: Job, error: PredictionError) -> str:
+    logger.warning("job %s: the prediction could not be created: %s", job.id, error)
+    return f"the prediction could not be created: {error}"
+
+
+async def send_create(
+    job: Job,
+    *,
+    store: Store,
+    settings: Settings,
+    client: Client | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> Job:
+    """Create the prediction of a recorded ``creating`` job, and attach its id to the job.
+
+    What :func:`acreate_webhook_prediction` does once the job is recorded, and what the
+    sweep does for a job whose create never reached Replicate.
+
+    Returns:
+        The job, ``pending`` (or further, if a delivery outran the answer); still
+        ``creating`` if the request was sent but no answer came back (the sweep finds out).
+
+    Raises:
+        PredictionError: Replicate refused, or kept failing; the job is marked ``failed``.
+    """
+    params = _params(job, settings)
+    client = client or client_for(settings)
+    create: Callable[..., Awaitable[ReplicatePrediction]] = client.predictions.async_create
+    for attempt in range(1, retry.attempts + 1):
+        _retry_after.set(None)
+        try:
+            prediction = await create(**params)
+        except (ReplicateError, httpx.TransportError) as error:
+            if _ambiguous(error):
+                logger.warning(
+                    "job %s: no answer to its create (%r); the sweep will find out", job.id, error
+                )
+                return job
+            if attempt == retry.attempts or not _should_retry(error):
+                failure = _error(error)
+                reason = _refused(job, failure)
+                await store.transition(
+                    job.id, expected=[JobStatus.CREATING], new=JobStatus.FAILED, error=reason
+                )
+                raise failure from error
+            await anyio.sleep(retry.delay(attempt, retry_after=_retry_after.get()))
+        else:
+            attached = await store.attach_prediction(job.id, prediction_dict(prediction))
+            return attached or job
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _send_create_sync(
+    job: Job,
+    *,
+    store: SyncStore | BlockingStore,
+    settings: Settings,
+    client: Client | None,
+    retry: RetryPolicy,
+) -> Job:
+    """:func:`send_create` for code with no event loop, with the blocking client."""
+    params = _params(job, settings)
+    client = client or client_for(settings)
+    for attempt in range(1, retry.attempts + 1):
+        _retry_after.set(None)
+        try:
+            prediction = client.predictions.create(**params)
+        except (ReplicateError, httpx.TransportError) as error:
+            if _ambiguous(error):
+                logger.warning(
+                    "job %s: no answer to its create (%r); the sweep will find out", job.id, error
+                )
+                return job
+            if attempt == retry.attempts or not _should_retry(error):
+                failure = _error(error)
+                reason = _refused(job, failure)
+                store.transition(
+                    job.id, expected=[JobStatus.CREATING], new=JobStatus.FAILED, error=reason
+                )
+                raise failure from error
+            time.sleep(retry.delay(attempt, retry_after=_retry_after.get()))
+        else:
+            attached = store.attach_prediction(job.id, prediction_dict(prediction))
+            return attached or job
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def create_webhook_prediction(
@@ -220,13 +319,17 @@ def create_webhook_prediction(
     *,
     settings: Settings | None = None,
     client: Client | None = None,
-    store: JobStore | None = None,
+    store: Store | BlockingStore | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
     content_types: Collection[str] | None = None,
 ) -> Job:
     """Ask Replicate for audio and return at once; the result arrives by webhook.
 
-    The webhook URL is ``{BASE_URL}{prefix}/replicate-webhook/{content_type}/{content_id}``.
+    The job is recorded first, under an id of the library's own; then the prediction is
+    created with the webhook URL
+    ``{BASE_URL}{prefix}/replicate-webhook/{content_type}/{content_id}?job={job id}``, and
+    its id attached to the job. A delivery that outruns the create's answer still finds
+    its job, and a process that dies in between leaves a job the sweep resolves.
 
     Args:
         content_type: a registered content type (``sound_effect``, ``background_music``, ...).
@@ -234,18 +337,21 @@ def create_webhook_prediction(
         config: the model or version, its input and the target duration.
         settings: defaults to :meth:`Settings.from_env`.
         client: a ``replicate.Client``; by default one shared client built from *settings*.
-        store: where the job is recorded before this returns; by default the store of
-            ``REPLICATE_AUDIO_DATABASE`` (a SQLite file unless it is a URL).
+        store: where the job is recorded (async or blocking); by default the store of
+            ``REPLICATE_AUDIO_DATABASE`` (``replicate-audio.sqlite3`` unless it is set),
+            opened for this call and closed after it.
         retry: how 429 and 5xx answers are retried.
         content_types: the known content types (default: the registered processors).
 
     Returns:
-        The job, ``pending`` and recorded, whose id is the prediction id.
+        The recorded job: ``pending`` with its ``prediction_id``, or still ``creating``
+        when the request went out but no answer came back.
 
     Raises:
         UnknownContentTypeError, InvalidContentIdError: before any request.
-        PredictionError: Replicate refused (401, 402, 404, 422 ...) or kept failing.
-        StorageError: the job could not be recorded.
+        PredictionError: Replicate refused (401, 402, 404, 422 ...) or kept failing; the
+            job is recorded as ``failed`` with the reason.
+        StorageError: the job could not be recorded; nothing was sent.
 
     Example:
         >>> job = create_webhook_prediction(  # doctest: +SKIP
@@ -253,25 +359,31 @@ def create_webhook_prediction(
         ...     ReplicateAudioConfig(model="stability-ai/stable-audio-2.5",
         ...                          input={"prompt": "thunder", "duration": 5}, duration=4.0))
     """
-    content_id, settings, params = _prepare(
-        content_type, content_id, config, settings, content_types
-    )
-    client = client or client_for(settings)
-    for attempt in range(1, retry.attempts + 1):
-        _retry_after.set(None)
-        try:
-            prediction = client.predictions.create(**params)
-        except (ReplicateError, httpx.TransportError) as error:
-            if attempt == retry.attempts or not _should_retry(error):
-                raise _error(error) from error
-            time.sleep(retry.delay(attempt, retry_after=_retry_after.get()))
-        else:
-            job = _job(content_type, content_id, config, prediction)
-            recorded: Job = call_blocking(
-                (store or shared_store(settings.database)).create_job, job
-            )
-            return recorded
-    raise AssertionError("unreachable")  # pragma: no cover
+    job, settings = _prepare(content_type, content_id, config, settings, content_types)
+    with _blocking_store(store, settings) as blocking:
+        recorded = blocking.create_job(job)
+        return _send_create_sync(
+            recorded, store=blocking, settings=settings, client=client, retry=retry
+        )
+
+
+@contextmanager
+def _blocking_store(
+    store: Store | BlockingStore | None, settings: Settings
+) -> Iterator[SyncStore | BlockingStore]:
+    """*store* as blocking methods: itself if blocking, else behind a :class:`SyncStore`
+    (opened from the settings, and closed after, when none is given)."""
+    if store is not None and not is_async_store(store):
+        yield store  # type: ignore[misc]
+        return
+    opened = open_store(settings.database) if store is None else None
+    target: Store = opened or store  # type: ignore[assignment]
+    try:
+        with SyncStore(target) as blocking:
+            yield blocking
+    finally:
+        if opened is not None:
+            opened.close()  # type: ignore[attr-defined]
 
 
 async def acreate_webhook_prediction(
@@ -281,7 +393,7 @@ async def acreate_webhook_prediction(
     *,
     settings: Settings | None = None,
     client: Client | None = None,
-    store: JobStore | None = None,
+    store: Store | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
     content_types: Collection[str] | None = None,
 ) -> Job:
@@ -290,21 +402,14 @@ async def acreate_webhook_prediction(
     Example:
         >>> job = await acreate_webhook_prediction("background_music", 7, config)  # doctest: +SKIP
     """
-    content_id, settings, params = _prepare(
-        content_type, content_id, config, settings, content_types
-    )
-    client = client or client_for(settings)
-    create: Callable[..., Awaitable[ReplicatePrediction]] = client.predictions.async_create
-    for attempt in range(1, retry.attempts + 1):
-        _retry_after.set(None)
-        try:
-            prediction = await create(**params)
-        except (ReplicateError, httpx.TransportError) as error:
-            if attempt == retry.attempts or not _should_retry(error):
-                raise _error(error) from error
-            await anyio.sleep(retry.delay(attempt, retry_after=_retry_after.get()))
-        else:
-            job = _job(content_type, content_id, config, prediction)
-            recorded: Job = await call((store or shared_store(settings.database)).create_job, job)
-            return recorded
-    raise AssertionError("unreachable")  # pragma: no cover
+    job, settings = _prepare(content_type, content_id, config, settings, content_types)
+    opened = open_store(settings.database) if store is None else None
+    target: Store = opened or store  # type: ignore[assignment]
+    try:
+        recorded = await target.create_job(job)
+        return await send_create(
+            recorded, store=target, settings=settings, client=client, retry=retry
+        )
+    finally:
+        if opened is not None:
+            opened.close()  # type: ignore[attr-defined]

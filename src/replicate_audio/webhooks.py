@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -11,25 +10,25 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any
 
 import attrs
 
+from .config import parse_secrets
 from .errors import (
     FutureTimestampError,
     InvalidPayloadError,
-    InvalidSecretError,
     MalformedHeaderError,
     MissingHeaderError,
     SignatureMismatchError,
     StaleTimestampError,
     TimestampError,
 )
+from .jobs import PREDICTION_STATUSES, TERMINAL_PREDICTION_STATUSES
 
 __all__ = [
     "PREDICTION_STATUSES",
     "Prediction",
-    "PredictionStatus",
     "WebhookEvent",
     "parse_secrets",
     "is_prediction_id",
@@ -37,16 +36,9 @@ __all__ = [
     "verify_webhook",
 ]
 
-PredictionStatus = Literal["starting", "processing", "succeeded", "failed", "canceled"]
-PREDICTION_STATUSES: frozenset[str] = frozenset(
-    {"starting", "processing", "succeeded", "failed", "canceled"}
-)
-TERMINAL_PREDICTION_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
-
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
+_STATUS = re.compile(r"[a-z_]{1,32}")
 _PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,256}")
-_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format marker, not a secret
 
 
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
@@ -72,7 +64,9 @@ class Prediction:
     """
 
     id: str
-    status: PredictionStatus
+    #: One of :data:`~replicate_audio.jobs.PREDICTION_STATUSES`, or a status Replicate added
+    #: since (kept as sent; :attr:`is_known` tells).
+    status: str
     output: Any = None
     error: str | None = None
     logs: str | None = None
@@ -90,7 +84,7 @@ class Prediction:
         """Build a prediction from decoded JSON.
 
         Raises:
-            InvalidPayloadError: *data* is not an object with a string ``id`` and a known
+            InvalidPayloadError: *data* is not an object with a string ``id`` and a string
                 ``status``.
         """
         if not isinstance(data, dict):
@@ -104,13 +98,14 @@ class Prediction:
             raise InvalidPayloadError(
                 "the prediction 'id' must be 1-256 printable ASCII characters"
             )
-        if status not in PREDICTION_STATUSES:
+        if not isinstance(status, str) or not _STATUS.fullmatch(status):
             raise InvalidPayloadError(
-                f"the prediction status {status!r} is not one of {sorted(PREDICTION_STATUSES)}"
+                f"the prediction status {status!r} is not a status (known: "
+                f"{sorted(PREDICTION_STATUSES)})"
             )
         return cls(
             id=prediction_id,
-            status=cast("PredictionStatus", status),
+            status=status,
             output=data.get("output"),
             error=_optional_str(data, "error"),
             logs=_optional_str(data, "logs"),
@@ -126,8 +121,13 @@ class Prediction:
 
     @property
     def is_terminal(self) -> bool:
-        """True once the prediction succeeded, failed or was canceled."""
+        """True once the prediction succeeded, failed, was canceled or aborted."""
         return self.status in TERMINAL_PREDICTION_STATUSES
+
+    @property
+    def is_known(self) -> bool:
+        """Whether the status is one Replicate documents today."""
+        return self.status in PREDICTION_STATUSES
 
     @property
     def output_urls(self) -> tuple[str, ...]:
@@ -146,44 +146,6 @@ class WebhookEvent:
     webhook_id: str
     timestamp: int
     prediction: Prediction
-
-
-def parse_secrets(secrets: str | Sequence[str]) -> tuple[bytes, ...]:
-    """Decode signing secrets (``whsec_<base64>``; several separated by spaces or commas).
-
-    Raises:
-        InvalidSecretError: no secret was given, or one is not base64.
-
-    Example:
-        >>> keys = parse_secrets("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_AAAA")
-        >>> tuple(len(key) for key in keys)
-        (24, 3)
-    """
-    if isinstance(secrets, str):
-        entries = re.split(r"[\s,]+", secrets)
-    elif isinstance(secrets, Sequence):
-        entries = list(secrets)
-    else:
-        raise InvalidSecretError(
-            f"secrets must be a string or a sequence, not {type(secrets).__name__}"
-        )
-    keys = []
-    for entry in entries:
-        if not isinstance(entry, str):
-            raise InvalidSecretError(f"a secret must be a string, not {type(entry).__name__}")
-        if not entry:
-            continue
-        encoded = entry.removeprefix(_SECRET_PREFIX)
-        if not _BASE64.fullmatch(encoded):
-            # Never echo any part of a secret: this message may reach a webhook's caller.
-            raise InvalidSecretError(f"a configured secret is not {_SECRET_PREFIX}<base64>")
-        try:
-            keys.append(base64.b64decode(encoded, validate=True))
-        except binascii.Error:
-            raise InvalidSecretError("a secret's base64 has the wrong length or padding") from None
-    if not keys:
-        raise InvalidSecretError("no webhook signing secret is configured")
-    return tuple(keys)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

@@ -20,8 +20,9 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
     ) from error
 
 from ..app import ReplicateAudio, WebhookOutcome
+from ..config import JOB_ROUTE, WEBHOOK_ROUTE
 from ..errors import JobNotFoundError
-from ..jobs import Job
+from ..jobs import PREDICTION_STATUSES, Job
 
 __all__ = ["AudioDep", "create_router", "get_audio"]
 
@@ -36,6 +37,7 @@ class WebhookAccepted(BaseModel):
     """A delivery was recorded (or was a duplicate of one that was)."""
 
     job: str
+    prediction: str
     status: str
     duplicate: bool
 
@@ -44,6 +46,7 @@ class JobOut(BaseModel):
     """A job as the jobs route shows it."""
 
     id: str
+    prediction_id: str | None
     content_type: str
     content_id: str
     status: str
@@ -66,7 +69,7 @@ _PREDICTION_BODY = {
                     "id": {"type": "string"},
                     "status": {
                         "type": "string",
-                        "enum": ["starting", "processing", "succeeded", "failed", "canceled"],
+                        "enum": sorted(PREDICTION_STATUSES),
                     },
                     "output": {},
                     "error": {"type": ["string", "null"]},
@@ -108,8 +111,8 @@ def _answer(outcome: WebhookOutcome) -> JSONResponse:
 def create_router(audio: ReplicateAudio) -> APIRouter:
     """The routes, and a lifespan that starts and stops *audio* with the app.
 
-    ``POST /replicate-webhook/{content_type}/{content_id}`` takes Replicate's deliveries;
-    ``GET /replicate-audio/jobs/{job_id}`` shows a job.
+    ``POST /replicate-webhook/{content_type}/{content_id}?job={job_id}`` takes Replicate's
+    deliveries; ``GET /replicate-audio/jobs/{job_id}`` shows a job (by job or prediction id).
 
     Example:
         >>> app = FastAPI()
@@ -147,21 +150,25 @@ def create_router(audio: ReplicateAudio) -> APIRouter:
     }
 
     @router.post(
-        "/replicate-webhook/{content_type}/{content_id}",
+        WEBHOOK_ROUTE,
         response_model=WebhookAccepted,
         responses=refusals,
         openapi_extra={"requestBody": _PREDICTION_BODY},
         summary="Receive a Replicate webhook",
     )
-    async def replicate_webhook(content_type: str, content_id: str, request: Request) -> Any:
+    async def replicate_webhook(
+        content_type: str, content_id: str, request: Request, job: str | None = None
+    ) -> Any:
         body = await _read_body(request, audio.settings.max_webhook_bytes)
         if body is None:
             return _answer(audio.oversized_webhook(content_type))
-        outcome = await audio.handle_webhook(content_type, content_id, request.headers, body)
+        outcome = await audio.handle_webhook(
+            content_type, content_id, request.headers, body, job_id=job
+        )
         return _answer(outcome)
 
     @router.get(
-        "/replicate-audio/jobs/{job_id}",
+        JOB_ROUTE,
         response_model=JobOut,
         responses={404: {"model": Problem, "description": "No job has this id."}},
         summary="Show a job",

@@ -8,6 +8,7 @@ thread the extension owns (one per process), never on a request's thread.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import threading
 import weakref
@@ -26,6 +27,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ..app import ReplicateAudio, WebhookOutcome
+from ..config import JOB_ROUTE, WEBHOOK_ROUTE
 from ..errors import JobNotFoundError
 
 __all__ = ["ReplicateAudioExtension", "init_app"]
@@ -113,7 +115,17 @@ def _read_body(limit: int) -> bytes | None:
 blueprint = Blueprint("replicate_audio", __name__)
 
 
-@blueprint.post("/replicate-webhook/<content_type>/<content_id>")
+def _flask_rule(route: str) -> str:
+    """``/a/{name}`` as Flask writes it: ``/a/<name>``."""
+    return route.replace("{", "<").replace("}", ">")
+
+
+def _route_root(route: str) -> str:
+    """The fixed part of a route, up to its first parameter."""
+    return route.partition("{")[0]
+
+
+@blueprint.post(_flask_rule(WEBHOOK_ROUTE))
 def replicate_webhook(content_type: str, content_id: str) -> tuple[Response, int]:
     """Take one Replicate delivery: verify, record, queue; never process here."""
     extension = _extension()
@@ -122,13 +134,13 @@ def replicate_webhook(content_type: str, content_id: str) -> tuple[Response, int
     if body is None:
         return _answer(extension.audio.oversized_webhook(content_type))
     headers = dict(request.headers.items())
-    outcome = extension.call(
-        extension.audio.handle_webhook, content_type, content_id, headers, body
-    )
+    job_id = request.args.get("job")
+    handle = functools.partial(extension.audio.handle_webhook, job_id=job_id)
+    outcome = extension.call(handle, content_type, content_id, headers, body)
     return _answer(outcome)
 
 
-@blueprint.get("/replicate-audio/jobs/<job_id>")
+@blueprint.get(_flask_rule(JOB_ROUTE))
 def replicate_audio_job(job_id: str) -> tuple[Response, int]:
     """Show one job as JSON."""
     extension = _extension()
@@ -152,7 +164,7 @@ def init_app(
     extension = ReplicateAudioExtension(audio)
     app.extensions["replicate_audio"] = extension
     app.register_blueprint(blueprint, url_prefix=url_prefix)
-    ours = (f"{url_prefix}/replicate-webhook/", f"{url_prefix}/replicate-audio/jobs/")
+    ours = tuple(f"{url_prefix}{_route_root(route)}" for route in (WEBHOOK_ROUTE, JOB_ROUTE))
 
     def method_not_allowed(error: MethodNotAllowed) -> Any:
         # Only our routes answer in JSON; the rest of the app keeps its own error pages.

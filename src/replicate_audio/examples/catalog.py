@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
+import anyio.to_thread
+
 from replicate_audio import (
     BackgroundMusicProcessor,
     Job,
@@ -17,7 +19,7 @@ from replicate_audio import (
     SoundEffectProcessor,
 )
 from replicate_audio.processors import AudioPostProcessor, StoreProcessor
-from replicate_audio.storage import AudioInfo, call
+from replicate_audio.storage import AudioInfo
 
 SOUND_EFFECT_MODEL = "stability-ai/stable-audio-2.5"
 MUSIC_VERSION = "meta/musicgen:671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
@@ -131,9 +133,10 @@ class _WritesCatalog(StoreProcessor):
     async def store_audio(
         self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext
     ) -> None:
-        await super().store_audio(job, path, info, context)
+        if not await self.save(job, path, info, context):
+            return  # a newer job's audio for this row is kept
         # Reading, encoding and writing block, so they run on a worker thread.
-        await call(self.catalog.store_audio_file, self.table, job, info, path)
+        await anyio.to_thread.run_sync(self.catalog.store_audio_file, self.table, job, info, path)
 
 
 class CatalogSoundEffects(_WritesCatalog, SoundEffectProcessor):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import functools
+import inspect
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,18 +13,35 @@ import anyio.to_thread
 import attrs
 
 from ..jobs import Job, JobStatus
-from ..storage import AudioInfo, AudioStore, LogEntry, ResultLog, call
+from ..storage import AudioInfo, AudioStore, LogEntry, ResultLog
 
-__all__ = ["AudioPostProcessor", "ProcessingContext"]
+__all__ = ["AudioPostProcessor", "Hook", "ProcessingContext", "run_hook"]
+
+#: What :meth:`AudioPostProcessor.store_audio` and :meth:`~AudioPostProcessor.log_result`
+#: return: None from a plain method, an awaitable from an ``async def`` one.
+Hook = Awaitable[object] | None
 
 
-@attrs.frozen
+async def run_hook(hook: Callable[..., Hook], /, *args: Any) -> None:
+    """Call a processor's hook: an ``async def`` one on the event loop, a plain one on a
+    worker thread (it may block on the app's own database), awaiting what it returns."""
+    if inspect.iscoroutinefunction(hook):
+        await hook(*args)
+        return
+    result = await anyio.to_thread.run_sync(functools.partial(hook, *args))
+    if inspect.isawaitable(result):
+        await result
+
+
+@attrs.define
 class ProcessingContext:
     """What a processor may use while it works: the stores and a private scratch folder."""
 
     audio_store: AudioStore
     result_log: ResultLog
     work_dir: Path
+    #: Set by a store step that kept a newer job's audio instead of this job's.
+    superseded: bool = False
 
 
 class AudioPostProcessor(abc.ABC):
@@ -30,7 +49,8 @@ class AudioPostProcessor(abc.ABC):
 
     :meth:`process_and_store` is the template: :meth:`trim_audio`, then :meth:`store_audio`,
     then :meth:`log_result`. Subclass and override :meth:`store_audio` and :meth:`log_result`
-    (plain or ``async def``) to write into your own tables.
+    (plain or ``async def``: both type-check, since the hooks return :data:`Hook`) to write
+    into your own tables. A plain override runs on a worker thread.
 
     Example:
         >>> class VoiceoverProcessor(AudioPostProcessor):
@@ -69,12 +89,19 @@ class AudioPostProcessor(abc.ABC):
         )
 
     @abc.abstractmethod
-    def store_audio(self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext) -> Any:
-        """Keep the processed audio at *path* (plain or ``async def``)."""
+    def store_audio(
+        self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext
+    ) -> Hook:
+        """Keep the processed audio at *path* (plain or ``async def``).
+
+        Of two jobs for one piece of content the newer one's audio must stay: a store that
+        keeps one row per content should not replace audio of a job newer than *job*
+        (:meth:`Job.is_newer_than`), as the built-in stores do not.
+        """
 
     @abc.abstractmethod
-    def log_result(self, job: Job, entry: LogEntry, context: ProcessingContext) -> Any:
-        """Record the outcome of *job*: completed, failed, canceled or dead."""
+    def log_result(self, job: Job, entry: LogEntry, context: ProcessingContext) -> Hook:
+        """Record the outcome of *job*: completed, failed, canceled, aborted or dead."""
 
     async def process_and_store(
         self, job: Job, source: Path, context: ProcessingContext
@@ -88,8 +115,10 @@ class AudioPostProcessor(abc.ABC):
         trim = functools.partial(self.trim_audio, source, dest, job)
         info = await anyio.to_thread.run_sync(trim)
         stored = dest if dest.exists() else source
-        await call(self.store_audio, job, stored, info, context)
+        await run_hook(self.store_audio, job, stored, info, context)
         message = f"stored {info.duration:.2f}s of {info.format} ({info.size} bytes)"
+        if context.superseded:
+            message += "; a newer job's audio for this content was kept instead"
         entry = LogEntry(
             job_id=job.id,
             content_type=job.content_type,
@@ -99,7 +128,7 @@ class AudioPostProcessor(abc.ABC):
             duration=info.duration,
             size=info.size,
         )
-        await call(self.log_result, job, entry, context)
+        await run_hook(self.log_result, job, entry, context)
         return info
 
 

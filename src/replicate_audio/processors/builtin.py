@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..jobs import Job
-from ..storage import AudioInfo, LogEntry, call
-from .base import AudioPostProcessor, ProcessingContext
+from ..storage import AudioInfo, LogEntry
+from .base import AudioPostProcessor, Hook, ProcessingContext
 
 __all__ = ["BackgroundMusicProcessor", "SoundEffectProcessor", "StoreProcessor"]
 
@@ -14,22 +14,26 @@ __all__ = ["BackgroundMusicProcessor", "SoundEffectProcessor", "StoreProcessor"]
 class StoreProcessor(AudioPostProcessor):
     """Stores through the configured audio store and logs through the result log."""
 
-    async def store_audio(
+    def store_audio(
         self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext
-    ) -> None:
-        """Save the audio for ``(job.content_type, job.content_id)`` in the audio store."""
-        await call(
-            context.audio_store.save_audio,
-            content_type=job.content_type,
-            content_id=job.content_id,
-            job_id=job.id,
-            source=path,
-            info=info,
-        )
+    ) -> Hook:
+        """Save the audio for ``(job.content_type, job.content_id)`` in the audio store,
+        unless a newer job's audio for it is there already."""
+        return self.save(job, path, info, context)
 
-    async def log_result(self, job: Job, entry: LogEntry, context: ProcessingContext) -> None:
+    async def save(self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext) -> bool:
+        """What :meth:`store_audio` does, to await from an override that does more.
+
+        Returns:
+            Whether *job*'s audio was stored (False: a newer job's is kept).
+        """
+        saved = await context.audio_store.save_audio(job=job, source=path, info=info)
+        context.superseded = not saved
+        return saved
+
+    def log_result(self, job: Job, entry: LogEntry, context: ProcessingContext) -> Hook:
         """Append *entry* to the result log."""
-        await call(context.result_log.log_result, entry)
+        return context.result_log.log_result(entry)
 
 
 class SoundEffectProcessor(StoreProcessor):

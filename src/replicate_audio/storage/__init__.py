@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-import anyio
-import anyio.to_thread
-
+from .adapters import SyncStore, ThreadedStore, as_store, from_blocking
 from .memory import MemoryStore
 from .protocols import (
     AudioInfo,
     AudioStore,
+    BlockingStore,
+    Delivery,
+    DeliveryOutcome,
     JobStore,
     LogEntry,
     RecordedEvent,
@@ -30,38 +27,27 @@ if TYPE_CHECKING:
 __all__ = [
     "AudioInfo",
     "AudioStore",
+    "BlockingStore",
+    "Delivery",
+    "DeliveryOutcome",
     "JobStore",
     "LogEntry",
+    "MemoryStore",
     "RecordedEvent",
     "ResultLog",
-    "Store",
-    "StoredAudio",
-    "MemoryStore",
     "SQLAlchemyStore",
     "SQLiteStore",
-    "call",
-    "call_blocking",
+    "Store",
+    "StoredAudio",
+    "SyncStore",
+    "ThreadedStore",
+    "as_store",
+    "from_blocking",
     "open_store",
-    "shared_store",
 ]
 
-T = TypeVar("T")
 
-
-def call_blocking(method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Call a store method from synchronous code (no running event loop), whether it is
-    ``async def`` or blocking.
-
-    Example:
-        >>> call_blocking(max, 2, 3)
-        3
-    """
-    if inspect.iscoroutinefunction(method):
-        return anyio.run(functools.partial(method, *args, **kwargs))
-    return method(*args, **kwargs)
-
-
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> type[SQLAlchemyStore]:
     # SQLAlchemy is an optional dependency: import its store on first use.
     if name == "SQLAlchemyStore":
         from .sqlalchemy import SQLAlchemyStore
@@ -71,52 +57,16 @@ def __getattr__(name: str) -> Any:
 
 
 def open_store(database: str) -> Store:
-    """The store for ``REPLICATE_AUDIO_DATABASE``: a SQLAlchemy URL, or a SQLite file path.
+    """The store for a ``REPLICATE_AUDIO_DATABASE`` value: a SQLAlchemy URL (sync or async
+    driver), or a SQLite file path (default ``replicate-audio.sqlite3`` in the working
+    directory). The caller owns it: close it when done.
 
     Example:
         >>> open_store("sqlite-file.sqlite3")  # doctest: +SKIP
-        >>> open_store("postgresql+psycopg://app@db/app")  # doctest: +SKIP
+        >>> open_store("postgresql+asyncpg://app@db/app")  # doctest: +SKIP
     """
     if "://" in database:
         from .sqlalchemy import SQLAlchemyStore
 
         return SQLAlchemyStore(database)
     return SQLiteStore(database)
-
-
-async def call(method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Call a store method whether it is ``async def`` or blocking.
-
-    A blocking method runs on a worker thread so that it never stalls the event loop.
-
-    Example:
-        >>> import anyio
-        >>> anyio.run(call, max, 2, 3)
-        3
-    """
-    if inspect.iscoroutinefunction(method):
-        return await method(*args, **kwargs)
-    result = await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs))
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
-_shared: dict[str, Store] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_store(database: str) -> Store:
-    """One store per ``REPLICATE_AUDIO_DATABASE`` value in this process, opened on first use.
-
-    What :func:`~replicate_audio.create_webhook_prediction` records jobs in when it is not
-    given a store.
-
-    Example:
-        >>> shared_store("jobs.sqlite3") is shared_store("jobs.sqlite3")  # doctest: +SKIP
-        True
-    """
-    with _shared_lock:
-        if database not in _shared:
-            _shared[database] = open_store(database)
-        return _shared[database]

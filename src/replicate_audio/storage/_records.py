@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ReplicateAudioConfig
-from ..errors import InvalidPayloadError, StorageError
+from ..errors import StorageError
 from ..jobs import Job, JobStatus, can_apply_event, can_transition, status_for_prediction
 from .protocols import LogEntry
 
@@ -58,6 +58,7 @@ def job_columns(job: Job) -> dict[str, Any]:
     """The columns of a job row: JSON fields as dicts, times as UTC datetimes."""
     return {
         "id": job.id,
+        "prediction_id": job.prediction_id,
         "content_type": job.content_type,
         "content_id": job.content_id,
         "status": job.status.value,
@@ -75,6 +76,7 @@ def job_from_columns(row: Mapping[str, Any]) -> Job:
     config = _json(row["config"])
     return Job(
         id=row["id"],
+        prediction_id=row["prediction_id"],
         content_type=row["content_type"],
         content_id=row["content_id"],
         status=JobStatus(row["status"]),
@@ -115,19 +117,10 @@ def log_from_columns(row: Mapping[str, Any]) -> LogEntry:
     )
 
 
-def event_status(prediction: Mapping[str, Any]) -> JobStatus:
-    """The job status a delivery of *prediction* asks for.
-
-    Raises:
-        InvalidPayloadError: the prediction has no known ``status``.
-    """
-    status = prediction.get("status") if isinstance(prediction, Mapping) else None
-    try:
-        return status_for_prediction(status)  # type: ignore[arg-type]
-    except (KeyError, TypeError):
-        raise InvalidPayloadError(
-            f"the prediction status {status!r} is not one Replicate sends"
-        ) from None
+def event_status(prediction: Mapping[str, Any]) -> JobStatus | None:
+    """The job status a delivery of *prediction* asks for; None for a status this library
+    does not know (recorded, but moving nothing)."""
+    return status_for_prediction(prediction.get("status"))
 
 
 def movable_to(new: JobStatus, expected: Collection[JobStatus] | None = None) -> list[JobStatus]:
@@ -138,7 +131,7 @@ def movable_to(new: JobStatus, expected: Collection[JobStatus] | None = None) ->
     )
 
 
-def event_sources(new: JobStatus) -> list[JobStatus]:
+def event_sources(new: JobStatus | None) -> list[JobStatus]:
     """The statuses from which a delivery asking for *new* moves a job."""
     return sorted(
         (status for status in JobStatus if can_apply_event(status, new)), key=lambda s: s.value

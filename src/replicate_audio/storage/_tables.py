@@ -1,4 +1,5 @@
-"""The SQLAlchemy Core tables behind SQLAlchemyStore (imported only when SQLAlchemy is)."""
+"""The SQLAlchemy Core tables behind SQLAlchemyStore (imported only when SQLAlchemy is), and
+the in-place migration of tables made by an older version."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-__all__ = ["define_tables"]
+__all__ = ["define_tables", "migrate"]
 
 
 def define_tables(metadata: sa.MetaData, prefix: str) -> dict[str, sa.Table]:
@@ -28,8 +29,10 @@ def define_tables(metadata: sa.MetaData, prefix: str) -> dict[str, sa.Table]:
         sa.Column("prediction", sa.JSON(none_as_null=True)),
         created_at(),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("prediction_id", key),
     )  # fmt: skip
     sa.Index(f"{prefix}jobs_status_updated_at", jobs.c.status, jobs.c.updated_at)
+    sa.Index(f"{prefix}jobs_prediction_id", jobs.c.prediction_id, unique=True)
     deliveries = sa.Table(
         f"{prefix}deliveries", metadata,
         sa.Column("webhook_id", key, primary_key=True),
@@ -46,6 +49,7 @@ def define_tables(metadata: sa.MetaData, prefix: str) -> dict[str, sa.Table]:
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("data", sa.LargeBinary, nullable=False),
         created_at(),
+        sa.Column("job_created_at", sa.DateTime(timezone=True)),
     )  # fmt: skip
     logs = sa.Table(
         f"{prefix}logs", metadata,
@@ -61,3 +65,36 @@ def define_tables(metadata: sa.MetaData, prefix: str) -> dict[str, sa.Table]:
         sa.UniqueConstraint("job_id", "status"),
     )  # fmt: skip
     return {"jobs": jobs, "deliveries": deliveries, "audio": audio, "logs": logs}
+
+
+def migrate(connection: sa.Connection, tables: dict[str, sa.Table]) -> None:
+    """Bring tables made by an older version up to *tables*, in place, in this transaction.
+
+    Version 1 had no ``jobs.prediction_id`` (a job's id was its prediction's) and no
+    ``audio.job_created_at``; both are added and filled from what the rows already say.
+    The indexes are created afterwards by ``create_all``.
+    """
+    inspector = sa.inspect(connection)
+    jobs, audio = tables["jobs"], tables["audio"]
+    preparer = connection.dialect.identifier_preparer
+    if not inspector.has_table(jobs.name):
+        return  # a new database: create_all makes everything
+    if "prediction_id" not in {column["name"] for column in inspector.get_columns(jobs.name)}:
+        column_type = jobs.c.prediction_id.type.compile(dialect=connection.dialect)
+        connection.execute(
+            sa.text(
+                f"ALTER TABLE {preparer.quote(jobs.name)} ADD COLUMN prediction_id {column_type}"
+            )
+        )
+        connection.execute(jobs.update().values(prediction_id=jobs.c.id))
+    if inspector.has_table(audio.name) and "job_created_at" not in {
+        column["name"] for column in inspector.get_columns(audio.name)
+    }:
+        column_type = audio.c.job_created_at.type.compile(dialect=connection.dialect)
+        connection.execute(
+            sa.text(
+                f"ALTER TABLE {preparer.quote(audio.name)} ADD COLUMN job_created_at {column_type}"
+            )
+        )
+        created = sa.select(jobs.c.created_at).where(jobs.c.id == audio.c.job_id).scalar_subquery()
+        connection.execute(audio.update().values(job_created_at=created))

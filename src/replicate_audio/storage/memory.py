@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import anyio.to_thread
 import attrs
 
 from ..jobs import Job, JobStatus
 from ._records import as_utc, read_source
 from ._serial import SerialJobStore
-from .protocols import AudioInfo, LogEntry, StoredAudio
+from .protocols import AudioInfo, Delivery, LogEntry, RecordedEvent, StoredAudio
 
 __all__ = ["MemoryStore"]
 
@@ -23,37 +24,41 @@ class MemoryStore(SerialJobStore):
     """Jobs, audio and the result log in dictionaries, safe to share between threads.
 
     Nothing survives the process, and other processes cannot see it: use it in tests.
+    Every step takes a lock for microseconds, so the methods run on the event loop itself.
 
     Example:
+        >>> import anyio
         >>> from replicate_audio.jobs import Job
         >>> store = MemoryStore()
-        >>> store.create_job(Job(id="p1", content_type="sound_effect", content_id="7")).status
-        <JobStatus.PENDING: 'pending'>
-        >>> store.record_event("msg_1", "p1", {"id": "p1", "status": "succeeded"}).changed
-        True
+        >>> job = Job(id="j1", content_type="sound_effect", content_id="7")
+        >>> anyio.run(store.create_job, job).status
+        <JobStatus.CREATING: 'creating'>
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._by_prediction: dict[str, str] = {}
         self._deliveries: set[str] = set()
-        self._audio: dict[tuple[str, str], StoredAudio] = {}
+        self._audio: dict[tuple[str, str], tuple[Job, StoredAudio]] = {}
         self._logs: list[LogEntry] = []
         self._logged: set[tuple[str, JobStatus]] = set()
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        # Every check-and-write below mutates only after its last check, so an
-        # exception inside leaves nothing half done and there is nothing to roll back.
-        with self._lock:
-            yield
+    # Every step below mutates only after its last check, so an exception inside leaves
+    # nothing half done and there is nothing to roll back.
 
     def _load_job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
+    def _load_by_prediction(self, prediction_id: str) -> Job | None:
+        job_id = self._by_prediction.get(prediction_id)
+        return self._jobs.get(job_id) if job_id is not None else None
+
     def _save_job(self, job: Job) -> None:
         # A private copy, so a caller mutating its prediction dict cannot change the store.
         self._jobs[job.id] = attrs.evolve(job, prediction=copy.deepcopy(job.prediction))
+        if job.prediction_id is not None:
+            self._by_prediction[job.prediction_id] = job.id
 
     def _add_delivery(self, webhook_id: str, job_id: str) -> bool:
         if webhook_id in self._deliveries:
@@ -61,12 +66,47 @@ class MemoryStore(SerialJobStore):
         self._deliveries.add(webhook_id)
         return True
 
-    def get_job(self, job_id: str) -> Job | None:
-        """The job with this id, or None."""
+    async def create_job(self, job: Job) -> Job:
+        """Insert *job*; if a job with its id exists, leave it and return the existing one."""
         with self._lock:
-            return self._jobs.get(job_id)
+            return self._create_step(job)
 
-    def list_jobs(
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or whose prediction has this id."""
+        with self._lock:
+            return self._find(job_id)
+
+    async def attach_prediction(self, job_id: str, prediction: dict[str, Any]) -> Job | None:
+        """Record what the create answered (see :meth:`JobStore.attach_prediction`)."""
+        with self._lock:
+            return self._attach_step(job_id, prediction)
+
+    async def record_delivery(self, delivery: Delivery) -> RecordedEvent:
+        """Record one delivery, once per ``webhook_id`` (see :meth:`JobStore.record_delivery`)."""
+        with self._lock:
+            return self._deliver_step(delivery)
+
+    async def transition(
+        self,
+        job_id: str,
+        *,
+        expected: Collection[JobStatus],
+        new: JobStatus,
+        error: str | None = None,
+        prediction: dict[str, Any] | None = None,
+        attempt: int | None = None,
+    ) -> Job | None:
+        """Move the job to *new* if its status is in *expected* and the move is allowed,
+        and (given *attempt*) while its ``attempts`` equal *attempt*."""
+        with self._lock:
+            return self._transition_step(job_id, expected, new, error, prediction, attempt)
+
+    async def claim_job(self, job_id: str, *, stale_after: float) -> Job | None:
+        """Take a ``received`` job, or a ``processing`` one idle for *stale_after* seconds."""
+        with self._lock:
+            return self._claim_step(job_id, stale_after)
+
+    async def list_jobs(
         self,
         *,
         statuses: Collection[JobStatus] | None = None,
@@ -85,23 +125,27 @@ class MemoryStore(SerialJobStore):
         jobs.sort(key=lambda job: (job.updated_at, job.id))
         return jobs[: max(limit, 0)]
 
-    def save_audio(
-        self, *, content_type: str, content_id: str, job_id: str, source: Path, info: AudioInfo
-    ) -> None:
-        """Keep the bytes of *source* for this content, replacing any earlier audio."""
-        data = read_source(source)
+    async def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
+        """Keep the bytes of *source* for *job*'s content, unless a newer job's are kept."""
+        data = await anyio.to_thread.run_sync(read_source, source)
         audio = StoredAudio(
-            content_type, content_id, job_id, info.format, info.duration, len(data), data
+            job.content_type, job.content_id, job.id, info.format, info.duration, len(data), data
         )
+        key = (job.content_type, job.content_id)
         with self._lock:
-            self._audio[content_type, content_id] = audio
+            current = self._audio.get(key)
+            if current is not None and current[0].is_newer_than(job):
+                return False
+            self._audio[key] = (job, audio)
+            return True
 
-    def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
+    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
         """The stored audio for this content, or None."""
         with self._lock:
-            return self._audio.get((content_type, content_id))
+            current = self._audio.get((content_type, content_id))
+        return current[1] if current is not None else None
 
-    def log_result(self, entry: LogEntry) -> None:
+    async def log_result(self, entry: LogEntry) -> None:
         """Append *entry*; a second entry with the same job id and status is ignored."""
         with self._lock:
             if (entry.job_id, entry.status) in self._logged:
@@ -109,7 +153,7 @@ class MemoryStore(SerialJobStore):
             self._logged.add((entry.job_id, entry.status))
             self._logs.append(entry)
 
-    def list_logs(self, job_id: str | None = None) -> list[LogEntry]:
+    async def list_logs(self, job_id: str | None = None) -> list[LogEntry]:
         """Entries, oldest first, for one job or all."""
         with self._lock:
             entries = [e for e in self._logs if job_id is None or e.job_id == job_id]

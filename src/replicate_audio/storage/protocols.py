@@ -1,14 +1,15 @@
-"""The storage plug points: a job store, an audio store and a result log, as small Protocols.
+"""The storage plug points: a job store, an audio store and a result log, as async Protocols.
 
-A backend may implement them with plain methods (run on a worker thread by the core) or
-with ``async def`` methods (awaited directly); :func:`replicate_audio.storage.call` hides
-the difference.
+The core awaits these and nothing else. A store written with plain blocking methods is
+wrapped once (:func:`~replicate_audio.storage.from_blocking`, or by the facade when it is
+built), never per call; code with no event loop uses :class:`~replicate_audio.storage.SyncStore`.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Collection
+import enum
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -20,12 +21,15 @@ from ..jobs import Job, JobStatus, utcnow
 __all__ = [
     "AudioInfo",
     "AudioStore",
+    "BlockingStore",
+    "Delivery",
+    "DeliveryOutcome",
+    "JobStore",
     "LogEntry",
     "RecordedEvent",
     "ResultLog",
     "Store",
     "StoredAudio",
-    "JobStore",
 ]
 
 
@@ -42,10 +46,10 @@ class AudioInfo:
 
 @attrs.frozen
 class StoredAudio:
-    """Audio read back from an audio store.
+    """Audio read back from an audio store; ``job_id`` names the job it came from.
 
     Example:
-        >>> StoredAudio("sound_effect", "1", "p1", "wav", 0.5, 3, b"RIF").to_base64()
+        >>> StoredAudio("sound_effect", "1", "j1", "wav", 0.5, 3, b"RIF").to_base64()
         'UklG'
     """
 
@@ -76,45 +80,90 @@ class LogEntry:
     created_at: datetime = attrs.field(factory=utcnow)
 
 
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """One piece of news about a prediction, to be recorded once: a webhook, a prediction
+    fetched by the reconciler, or one handed to :func:`process_webhook_result`.
+
+    Example:
+        >>> prediction = {"id": "p1", "status": "starting"}
+        >>> Delivery(webhook_id="msg_1", prediction=prediction).prediction_id
+        'p1'
+    """
+
+    #: Deduplicates: a second delivery with the same id changes nothing.
+    webhook_id: str
+    #: The prediction as Replicate sent it (decoded JSON).
+    prediction: dict[str, Any]
+    #: The job id from the webhook URL's ``job`` parameter, when it has one.
+    job_id: str | None = None
+    #: The content the webhook URL names; a job of other content is not matched.
+    content_type: str | None = None
+    content_id: str | None = None
+
+    @property
+    def prediction_id(self) -> str:
+        """The prediction's id."""
+        return str(self.prediction.get("id", ""))
+
+
+class DeliveryOutcome(str, enum.Enum):
+    """What recording a delivery came to."""
+
+    #: Recorded for the first time (the job may or may not have moved).
+    RECORDED = "recorded"
+    #: This ``webhook_id`` was recorded before; nothing changed.
+    DUPLICATE = "duplicate"
+    #: No job matches (unknown job or prediction, or other content); nothing was recorded.
+    NOT_OURS = "not_ours"
+
+
 @attrs.frozen
 class RecordedEvent:
-    """What :meth:`JobStore.record_event` did with a delivery."""
+    """What :meth:`JobStore.record_delivery` did with a delivery."""
 
-    #: The job after the event.
-    job: Job
-    #: True when this ``webhook-id`` had been recorded before; nothing was changed.
-    duplicate: bool
-    #: True when the event moved the job to a new status.
-    changed: bool
+    outcome: DeliveryOutcome
+    #: The job after the delivery; None when it was not ours.
+    job: Job | None
+    #: True when the delivery moved the job to a new status.
+    changed: bool = False
+
+    @property
+    def duplicate(self) -> bool:
+        """True when this delivery had been recorded before."""
+        return self.outcome is DeliveryOutcome.DUPLICATE
 
 
 @runtime_checkable
 class JobStore(Protocol):
     """Durable job state with compare-and-set transitions."""
 
-    def create_job(self, job: Job) -> Job | Awaitable[Job]:
+    async def create_job(self, job: Job) -> Job:
         """Insert *job*; if a job with its id exists, leave it and return the existing one."""
         ...
 
-    def get_job(self, job_id: str) -> Job | Awaitable[Job | None] | None:
-        """The job with this id, or None."""
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or whose prediction has this id; None if there is none."""
         ...
 
-    def record_event(
-        self, webhook_id: str, job_id: str, prediction: dict[str, Any]
-    ) -> RecordedEvent | Awaitable[RecordedEvent]:
-        """Record one delivery, once per *webhook_id*, and move the job forward if it may.
+    async def attach_prediction(self, job_id: str, prediction: dict[str, Any]) -> Job | None:
+        """Record what the create answered: set the job's ``prediction_id`` (unless a
+        delivery that outran the create did already) and move a ``creating`` job to
+        ``pending``. Returns the job, or None when there is no such job or it belongs to
+        another prediction."""
+        ...
 
-        In one transaction: a *webhook_id* seen before changes nothing (``duplicate``);
-        otherwise the job moves to ``status_for_prediction(prediction["status"])`` when
-        :func:`~replicate_audio.jobs.can_transition` allows, storing *prediction*.
+    async def record_delivery(self, delivery: Delivery) -> RecordedEvent:
+        """Record one delivery, atomically: in one transaction, find its job (by the job id
+        from its URL, else by prediction id) and check the content matches, dedupe by
+        ``webhook_id``, attach the prediction id if the job has none yet, and move the job
+        as :func:`~replicate_audio.jobs.can_apply_event` allows, storing the prediction.
 
-        Raises:
-            JobNotFoundError: no job has *job_id*.
+        A delivery that is not ours is not remembered, so nothing stops a later one.
         """
         ...
 
-    def transition(
+    async def transition(
         self,
         job_id: str,
         *,
@@ -123,7 +172,7 @@ class JobStore(Protocol):
         error: str | None = None,
         prediction: dict[str, Any] | None = None,
         attempt: int | None = None,
-    ) -> Job | Awaitable[Job | None] | None:
+    ) -> Job | None:
         """Move the job to *new* if its status is in *expected* and the move is allowed.
 
         Sets ``error`` (and ``prediction`` when given). With *attempt*, moves it only while
@@ -133,7 +182,7 @@ class JobStore(Protocol):
         """
         ...
 
-    def claim_job(self, job_id: str, *, stale_after: float) -> Job | Awaitable[Job | None] | None:
+    async def claim_job(self, job_id: str, *, stale_after: float) -> Job | None:
         """Take a job for processing: ``received`` -> ``processing``, or re-take one left in
         ``processing`` for more than *stale_after* seconds (its worker died).
 
@@ -141,33 +190,31 @@ class JobStore(Protocol):
         """
         ...
 
-    def list_jobs(
+    async def list_jobs(
         self,
         *,
         statuses: Collection[JobStatus] | None = None,
         updated_before: datetime | None = None,
         limit: int = 100,
-    ) -> list[Job] | Awaitable[list[Job]]:
+    ) -> list[Job]:
         """Jobs in any of *statuses* last updated before *updated_before*, oldest first."""
         ...
 
 
 @runtime_checkable
 class AudioStore(Protocol):
-    """Keeps the finished audio of each piece of content."""
+    """Keeps the finished audio of each piece of content: the newest job's."""
 
-    def save_audio(
-        self, *, content_type: str, content_id: str, job_id: str, source: Path, info: AudioInfo
-    ) -> Awaitable[None] | None:
-        """Store the audio file at *source* for this content, replacing any earlier audio.
+    async def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
+        """Store the audio file at *source* as the audio of *job*'s content, unless audio
+        from a newer job of that content (:meth:`Job.is_newer_than`) is stored already.
 
-        Saving the same content twice leaves one copy (a retried job may save again).
+        Saving for the same job twice leaves one copy (a retried job may save again).
+        Returns whether *job*'s audio is now the stored one.
         """
         ...
 
-    def get_audio(
-        self, content_type: str, content_id: str
-    ) -> StoredAudio | Awaitable[StoredAudio | None] | None:
+    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
         """The stored audio for this content, or None."""
         ...
 
@@ -176,11 +223,11 @@ class AudioStore(Protocol):
 class ResultLog(Protocol):
     """An append-only record of outcomes."""
 
-    def log_result(self, entry: LogEntry) -> Awaitable[None] | None:
+    async def log_result(self, entry: LogEntry) -> None:
         """Append *entry*; a second entry with the same job id and status is ignored."""
         ...
 
-    def list_logs(self, job_id: str | None = None) -> list[LogEntry] | Awaitable[list[LogEntry]]:
+    async def list_logs(self, job_id: str | None = None) -> list[LogEntry]:
         """Entries, oldest first, for one job or all."""
         ...
 
@@ -188,3 +235,37 @@ class ResultLog(Protocol):
 @runtime_checkable
 class Store(JobStore, AudioStore, ResultLog, Protocol):
     """All three storage roles in one object, as the built-in stores provide them."""
+
+
+@runtime_checkable
+class BlockingStore(Protocol):
+    """:class:`Store` with plain blocking methods (the same names, arguments and results),
+    for a store written over a synchronous database client. Wrap it once with
+    :func:`~replicate_audio.storage.from_blocking`; the facade does so itself."""
+
+    def create_job(self, job: Job) -> Job: ...
+    def get_job(self, job_id: str) -> Job | None: ...
+    def attach_prediction(self, job_id: str, prediction: dict[str, Any]) -> Job | None: ...
+    def record_delivery(self, delivery: Delivery) -> RecordedEvent: ...
+    def transition(
+        self,
+        job_id: str,
+        *,
+        expected: Collection[JobStatus],
+        new: JobStatus,
+        error: str | None = None,
+        prediction: dict[str, Any] | None = None,
+        attempt: int | None = None,
+    ) -> Job | None: ...
+    def claim_job(self, job_id: str, *, stale_after: float) -> Job | None: ...
+    def list_jobs(
+        self,
+        *,
+        statuses: Collection[JobStatus] | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Job]: ...
+    def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool: ...
+    def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None: ...
+    def log_result(self, entry: LogEntry) -> None: ...
+    def list_logs(self, job_id: str | None = None) -> list[LogEntry]: ...

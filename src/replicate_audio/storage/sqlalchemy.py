@@ -1,22 +1,30 @@
-"""A store on any SQLAlchemy engine for PostgreSQL (psycopg 3) or SQLite, with SQLAlchemy Core."""
+"""A store on any SQLAlchemy engine, sync or async: PostgreSQL (psycopg 3 or asyncpg) or SQLite.
+
+Each operation is written once, as SQLAlchemy Core over a connection; a sync engine runs it
+on a worker thread, an async engine through ``AsyncConnection.run_sync``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+import functools
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import anyio.to_thread
 
 try:
     import sqlalchemy as sa
     from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         'SQLAlchemyStore needs SQLAlchemy: pip install "replicate-audio[postgres]"'
     ) from error
 
-from ..errors import ConfigurationError, JobNotFoundError, StorageError
+from ..errors import ConfigurationError, StorageError
 from ..jobs import Job, JobStatus, utcnow
 from ._records import (
     as_utc,
@@ -30,71 +38,131 @@ from ._records import (
     read_source,
     stale_cutoff,
 )
-from ._tables import define_tables
-from .protocols import AudioInfo, LogEntry, RecordedEvent, StoredAudio
+from ._tables import define_tables, migrate
+from .protocols import (
+    AudioInfo,
+    Delivery,
+    DeliveryOutcome,
+    LogEntry,
+    RecordedEvent,
+    StoredAudio,
+)
 
 __all__ = ["SQLAlchemyStore"]
+
+T = TypeVar("T")
 
 _DIALECTS = ("postgresql", "sqlite")
 _INSTALL_HINT = 'pip install "replicate-audio[postgres]"'
 _UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+_ASYNC_DRIVERS = {"postgresql": "postgresql+psycopg_async", "sqlite": "sqlite+aiosqlite"}
+#: Seconds a statement (or a wait for a lock) may take on PostgreSQL before it fails.
+DEFAULT_TIMEOUT = 2.0
 
 
 class SQLAlchemyStore:
     """Jobs, deliveries, audio and logs in four tables of your database (Core, not ORM).
 
     Works on PostgreSQL (``postgresql+psycopg://``; a bare ``postgresql://`` URL is given
-    the psycopg 3 driver) and SQLite. Every write is one short transaction whose first
+    the psycopg 3 driver; ``postgresql+asyncpg://`` and ``postgresql+psycopg_async://``
+    make an async engine) and SQLite. Every write is one short transaction whose first
     statement takes the row lock it needs: deliveries are deduplicated with
     ``INSERT ... ON CONFLICT DO NOTHING`` and status changes are conditional
-    ``UPDATE ... WHERE status IN (...)``, so racing processes cannot both win.
+    ``UPDATE ... WHERE status IN (...)``, so racing processes cannot both win. On
+    PostgreSQL every write transaction sets ``lock_timeout`` and ``statement_timeout`` to
+    *timeout*, so a locked table fails fast (:class:`StorageError`) instead of hanging.
     Audio is kept in a ``LargeBinary`` column and read into memory to save it.
     An in-memory ``sqlite://`` database is private to one thread: use a file for more.
 
+    Tables of an older schema are migrated in place when the store opens.
+
     Args:
-        url_or_engine: a database URL, or an engine you configured (never disposed here).
+        url_or_engine: a database URL, or an engine you configured (``Engine`` or
+            ``AsyncEngine``; never disposed here).
         table_prefix: prepended to the table names (``replicate_audio_jobs``, ...).
+        timeout: seconds a write may wait for a lock or run on PostgreSQL.
 
     Example:
+        >>> import anyio
         >>> from replicate_audio.jobs import Job
         >>> store = SQLAlchemyStore("sqlite://")
-        >>> store.create_job(Job(id="p1", content_type="sound_effect", content_id="7")).id
-        'p1'
+        >>> job = Job(id="j1", content_type="sound_effect", content_id="7")
+        >>> anyio.run(store.create_job, job).id
+        'j1'
         >>> store.close()
     """
 
     def __init__(
-        self, url_or_engine: str | sa.engine.Engine, *, table_prefix: str = "replicate_audio_"
+        self,
+        url_or_engine: str | sa.engine.Engine | AsyncEngine,
+        *,
+        table_prefix: str = "replicate_audio_",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._owns_engine = not isinstance(url_or_engine, sa.engine.Engine)
-        if isinstance(url_or_engine, sa.engine.Engine):
+        self._owns_engine = isinstance(url_or_engine, str)
+        self.engine: sa.engine.Engine | None = None
+        self.async_engine: AsyncEngine | None = None
+        if isinstance(url_or_engine, AsyncEngine):
+            self.async_engine = url_or_engine
+        elif isinstance(url_or_engine, sa.engine.Engine):
             self.engine = url_or_engine
         else:
-            url = sa.engine.make_url(url_or_engine)
-            if url.drivername == "postgresql":
-                url = url.set(drivername="postgresql+psycopg")
-            try:
-                self.engine = sa.create_engine(url, pool_pre_ping=True)
-            except ImportError as error:  # the driver, e.g. psycopg
-                raise ImportError(f"{error}: {_INSTALL_HINT}") from error
-        if self.engine.dialect.name not in _DIALECTS:
+            self._create_engine(url_or_engine)
+        dialect = (self.engine or self._sync_of_async()).dialect.name
+        if dialect not in _DIALECTS:
             raise ConfigurationError(
                 "url_or_engine",
-                f"SQLAlchemyStore supports {sorted(_DIALECTS)}, not {self.engine.dialect.name!r}",
+                f"SQLAlchemyStore supports {sorted(_DIALECTS)}, not {dialect!r}",
             )
+        self._dialect = dialect
+        self.timeout = timeout
         #: Prepended to every table name.
         self.table_prefix = table_prefix
         #: The tables, for ``metadata.drop_all`` or an Alembic ``target_metadata``.
         self.metadata = sa.MetaData()
         self._tables = define_tables(self.metadata, table_prefix)
         self._jobs = self._tables["jobs"]
-        with self._errors():
-            self.metadata.create_all(self.engine)
+        self._schema_ready = False
+        if self.engine is not None:
+            with self._errors(), self.engine.begin() as connection:
+                self._create_schema(connection)
+
+    def _create_engine(self, url_text: str) -> None:
+        url = sa.engine.make_url(url_text)
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        try:
+            if url.get_dialect().is_async:
+                self.async_engine = create_async_engine(url, pool_pre_ping=True)
+            else:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+        except ImportError as error:  # the driver, e.g. psycopg or asyncpg
+            raise ImportError(f"{error}: {_INSTALL_HINT}") from error
+
+    def _sync_of_async(self) -> sa.engine.Engine:
+        assert self.async_engine is not None
+        return self.async_engine.sync_engine
+
+    def _create_schema(self, connection: sa.Connection) -> None:
+        migrate(connection, self._tables)
+        self.metadata.create_all(connection)
+        for table in self._tables.values():  # create_all adds indexes to new tables only
+            for index in table.indexes:
+                index.create(connection, checkfirst=True)
+        self._schema_ready = True
 
     def close(self) -> None:
-        """Dispose of the engine, if this store created it."""
-        if self._owns_engine:
+        """Dispose of the engine, if this store created it (an async one: see :meth:`aclose`)."""
+        if self._owns_engine and self.engine is not None:
             self.engine.dispose()
+        if self._owns_engine and self.async_engine is not None:
+            self.async_engine.sync_engine.dispose()
+
+    async def aclose(self) -> None:
+        """Dispose of the engine, if this store created it."""
+        if self._owns_engine and self.async_engine is not None:
+            await self.async_engine.dispose()
+        self.close()
 
     def __enter__(self) -> SQLAlchemyStore:
         return self
@@ -107,16 +175,63 @@ class SQLAlchemyStore:
         try:
             yield
         except _UNAVAILABLE as error:
-            raise StorageError(f"database {self.engine.url!r}: {error}") from error
+            url = (self.engine or self._sync_of_async()).url
+            raise StorageError(f"database {url!r}: {error}") from error
+        except sa.exc.DBAPIError as error:
+            if error.connection_invalidated or _is_timeout(error):
+                raise StorageError(f"database: {error.orig or error}") from error
+            raise
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sa.Connection]:
+    # -- running one operation ---------------------------------------------------------
+
+    async def _run(
+        self, operation: Callable[..., T], /, *args: Any, write: bool = False, **kwargs: Any
+    ) -> T:
+        """Run ``operation(connection, *args, **kwargs)`` in one transaction, off the loop."""
+        step = functools.partial(self._in_transaction, operation, args, kwargs, write)
+        with self._errors():
+            if self.async_engine is not None:
+                async with self.async_engine.begin() as connection:
+                    return await connection.run_sync(step)
+            assert self.engine is not None
+            return await anyio.to_thread.run_sync(self._begin, step)
+
+    def _begin(self, step: Callable[[sa.Connection], T]) -> T:
+        assert self.engine is not None
         with self._errors(), self.engine.begin() as connection:
-            yield connection
+            return step(connection)
 
-    def _select_job(self, connection: sa.Connection, job_id: str) -> Job | None:
-        row = connection.execute(self._jobs.select().where(self._jobs.c.id == job_id)).first()
+    def _in_transaction(
+        self,
+        operation: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        write: bool,
+        connection: sa.Connection,
+    ) -> T:
+        if not self._schema_ready:
+            self._create_schema(connection)
+        if write and self._dialect == "postgresql":
+            limit = f"{max(int(self.timeout * 1000), 1)}ms"
+            connection.execute(
+                sa.select(
+                    sa.func.set_config("lock_timeout", limit, True),
+                    sa.func.set_config("statement_timeout", limit, True),
+                )
+            )
+        return operation(connection, *args, **kwargs)
+
+    # -- helpers over one connection ---------------------------------------------------
+
+    def _select_job(self, connection: sa.Connection, column: Any, value: str) -> Job | None:
+        row = connection.execute(self._jobs.select().where(column == value)).first()
         return job_from_columns(row._asdict()) if row is not None else None
+
+    def _find(self, connection: sa.Connection, reference: str) -> Job | None:
+        jobs = self._jobs
+        return self._select_job(connection, jobs.c.id, reference) or self._select_job(
+            connection, jobs.c.prediction_id, reference
+        )
 
     def _update_job(
         self, connection: sa.Connection, job_id: str, condition: Any, **values: Any
@@ -128,57 +243,96 @@ class SQLAlchemyStore:
 
     def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
         """An INSERT with this dialect's ``ON CONFLICT`` clauses."""
-        if self.engine.dialect.name == "postgresql":
+        if self._dialect == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
 
-    def create_job(self, job: Job) -> Job:
+    def _may_own(self, connection: sa.Connection, job: Job, prediction_id: str) -> bool:
+        if job.prediction_id is not None:
+            return job.prediction_id == prediction_id
+        other = self._select_job(connection, self._jobs.c.prediction_id, prediction_id)
+        return other is None or other.id == job.id
+
+    # -- the store ---------------------------------------------------------------------
+
+    async def create_job(self, job: Job) -> Job:
         """Insert *job*; if a job with its id exists, leave it and return the existing one."""
-        with self._transaction() as connection:
-            insert = self._insert(self._jobs).values(**job_columns(job))
-            connection.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
-            existing = self._select_job(connection, job.id)
+        return await self._run(self._create_job, job, write=True)
+
+    def _create_job(self, connection: sa.Connection, job: Job) -> Job:
+        insert = self._insert(self._jobs).values(**job_columns(job))
+        connection.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
+        existing = self._select_job(connection, self._jobs.c.id, job.id)
         assert existing is not None  # inserted, or there already
         return existing
 
-    def get_job(self, job_id: str) -> Job | None:
-        """The job with this id, or None."""
-        with self._errors(), self.engine.connect() as connection:
-            return self._select_job(connection, job_id)
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or whose prediction has this id."""
+        return await self._run(self._find, job_id)
 
-    def record_event(
-        self, webhook_id: str, job_id: str, prediction: dict[str, Any]
-    ) -> RecordedEvent:
-        """Record one delivery, once per *webhook_id*, and move the job forward if it may.
+    async def attach_prediction(self, job_id: str, prediction: dict[str, Any]) -> Job | None:
+        """Record what the create answered (see :meth:`JobStore.attach_prediction`)."""
+        return await self._run(self._attach, job_id, prediction, write=True)
 
-        Raises:
-            JobNotFoundError: no job has *job_id*; the delivery is not remembered, so a
-                retry after the job is created is recorded.
-            InvalidPayloadError: the prediction has no known status.
-        """
-        new = event_status(prediction)
+    def _attach(
+        self, connection: sa.Connection, job_id: str, prediction: dict[str, Any]
+    ) -> Job | None:
+        jobs, prediction_id = self._jobs, prediction.get("id")
+        # FOR UPDATE: a racing delivery waits for this attach, and sees it.
+        locked = connection.execute(jobs.select().where(jobs.c.id == job_id).with_for_update())
+        row = locked.first()
+        if row is None or not isinstance(prediction_id, str):
+            return None
+        job = job_from_columns(row._asdict())
+        if not self._may_own(connection, job, prediction_id):
+            return None
+        values: dict[str, Any] = {}
+        if job.prediction_id is None:
+            values["prediction_id"] = prediction_id
+        if job.status is JobStatus.CREATING:
+            values.update(status=JobStatus.PENDING.value, prediction=prediction)
+        if not values:
+            return job
+        return self._update_job(connection, job_id, sa.true(), **values, updated_at=utcnow())
+
+    async def record_delivery(self, delivery: Delivery) -> RecordedEvent:
+        """Record one delivery, once per ``webhook_id`` (see :meth:`JobStore.record_delivery`)."""
+        return await self._run(self._record_delivery, delivery, write=True)
+
+    def _record_delivery(self, connection: sa.Connection, delivery: Delivery) -> RecordedEvent:
+        jobs, prediction_id = self._jobs, delivery.prediction_id
+        column = jobs.c.id if delivery.job_id is not None else jobs.c.prediction_id
+        key = delivery.job_id if delivery.job_id is not None else prediction_id
+        row = connection.execute(jobs.select().where(column == key).with_for_update()).first()
+        job = job_from_columns(row._asdict()) if row is not None else None
+        if (
+            job is None
+            or not self._may_own(connection, job, prediction_id)
+            or (delivery.content_type is not None and delivery.content_type != job.content_type)
+            or (delivery.content_id is not None and delivery.content_id != job.content_id)
+        ):
+            return RecordedEvent(DeliveryOutcome.NOT_OURS, None)
         deliveries = self._tables["deliveries"]
-        with self._transaction() as connection:
-            insert = self._insert(deliveries).values(
-                webhook_id=webhook_id, job_id=job_id, created_at=utcnow()
-            )
-            # RETURNING, not rowcount: SQLAlchemy reports -1 for INSERT on psycopg 3
-            # (sqlalchemy/sqlalchemy#10696).
-            inserted = insert.on_conflict_do_nothing().returning(deliveries.c.webhook_id)
-            fresh = connection.execute(inserted).first() is not None
-            moved = None
-            if fresh:
-                moved = self._update_job(
-                    connection, job_id, self._jobs.c.status.in_(event_sources(new)),
-                    status=new.value, prediction=prediction, updated_at=utcnow(),
-                )  # fmt: skip
-            job = moved or self._select_job(connection, job_id)
-            if job is None:
-                # Raising rolls the delivery back, so a retry can be recorded later.
-                raise JobNotFoundError(job_id)
-        return RecordedEvent(job=job, duplicate=not fresh, changed=moved is not None)
+        insert = self._insert(deliveries).values(
+            webhook_id=delivery.webhook_id, job_id=job.id, created_at=utcnow()
+        )
+        # RETURNING, not rowcount: SQLAlchemy reports -1 for INSERT on psycopg 3
+        # (sqlalchemy/sqlalchemy#10696).
+        inserted = insert.on_conflict_do_nothing().returning(deliveries.c.webhook_id)
+        if connection.execute(inserted).first() is None:
+            return RecordedEvent(DeliveryOutcome.DUPLICATE, job)
+        new = event_status(delivery.prediction)
+        values: dict[str, Any] = {}
+        if job.prediction_id is None:
+            values["prediction_id"] = prediction_id
+        if new is not None and job.status in event_sources(new):
+            values.update(status=new.value, prediction=delivery.prediction)
+        if not values:
+            return RecordedEvent(DeliveryOutcome.RECORDED, job)
+        moved = self._update_job(connection, job.id, sa.true(), **values, updated_at=utcnow())
+        return RecordedEvent(DeliveryOutcome.RECORDED, moved, changed="status" in values)
 
-    def transition(
+    async def transition(
         self,
         job_id: str,
         *,
@@ -202,10 +356,9 @@ class SQLAlchemyStore:
         condition: sa.ColumnElement[bool] = self._jobs.c.status.in_(sources)
         if attempt is not None:
             condition = sa.and_(condition, self._jobs.c.attempts == attempt)
-        with self._transaction() as connection:
-            return self._update_job(connection, job_id, condition, **values)
+        return await self._run(self._update_job, job_id, condition, write=True, **values)
 
-    def claim_job(self, job_id: str, *, stale_after: float) -> Job | None:
+    async def claim_job(self, job_id: str, *, stale_after: float) -> Job | None:
         """Take a ``received`` job, or a ``processing`` one idle for *stale_after* seconds.
 
         Returns the claimed job (``attempts`` incremented), or None if another worker has it.
@@ -218,13 +371,12 @@ class SQLAlchemyStore:
                 jobs.c.updated_at < stale_cutoff(now, stale_after),
             ),
         )
-        with self._transaction() as connection:
-            return self._update_job(
-                connection, job_id, claimable,
-                status=JobStatus.PROCESSING.value, attempts=jobs.c.attempts + 1, updated_at=now,
-            )  # fmt: skip
+        return await self._run(
+            self._update_job, job_id, claimable, write=True,
+            status=JobStatus.PROCESSING.value, attempts=jobs.c.attempts + 1, updated_at=now,
+        )  # fmt: skip
 
-    def list_jobs(
+    async def list_jobs(
         self,
         *,
         statuses: Collection[JobStatus] | None = None,
@@ -237,56 +389,74 @@ class SQLAlchemyStore:
             query = query.where(self._jobs.c.status.in_([JobStatus(s).value for s in statuses]))
         if updated_before is not None:
             query = query.where(self._jobs.c.updated_at < as_utc(updated_before))
-        with self._errors(), self.engine.connect() as connection:
-            rows = connection.execute(query.limit(max(limit, 0))).all()
-        return [job_from_columns(row._asdict()) for row in rows]
+        rows = await self._run(_all, query.limit(max(limit, 0)))
+        return [job_from_columns(row) for row in rows]
 
-    def save_audio(
-        self, *, content_type: str, content_id: str, job_id: str, source: Path, info: AudioInfo
-    ) -> None:
-        """Store the bytes of *source* (read whole into memory), replacing earlier audio."""
-        data = read_source(source)
+    async def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
+        """Store the bytes of *source* (read whole into memory) as *job*'s content's audio,
+        unless a newer job's audio is stored already."""
+        data = await anyio.to_thread.run_sync(read_source, source)
+        return await self._run(self._save_audio, job, data, info, write=True)
+
+    def _save_audio(
+        self, connection: sa.Connection, job: Job, data: bytes, info: AudioInfo
+    ) -> bool:
         audio = self._tables["audio"]
         values = {
-            "content_type": content_type, "content_id": content_id, "job_id": job_id,
+            "content_type": job.content_type, "content_id": job.content_id, "job_id": job.id,
             "format": info.format, "duration": info.duration, "size": len(data),
-            "data": data, "created_at": utcnow(),
+            "data": data, "created_at": utcnow(), "job_created_at": as_utc(job.created_at),
         }  # fmt: skip
         upsert = self._insert(audio).values(**values)
+        # Replace only audio of an older (or the same) job: the newest job for content wins.
+        stored = sa.tuple_(audio.c.job_created_at, audio.c.job_id)
+        incoming = sa.tuple_(upsert.excluded.job_created_at, upsert.excluded.job_id)
         upsert = upsert.on_conflict_do_update(
             index_elements=["content_type", "content_id"],
             set_={name: upsert.excluded[name] for name in values if name not in audio.primary_key},
+            where=sa.or_(audio.c.job_created_at.is_(None), stored <= incoming),
         )
-        with self._transaction() as connection:
-            connection.execute(upsert)
+        return connection.execute(upsert.returning(audio.c.job_id)).first() is not None
 
-    def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
+    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
         """The stored audio for this content, or None."""
         audio = self._tables["audio"]
         query = audio.select().where(
             audio.c.content_type == content_type, audio.c.content_id == content_id
         )
-        with self._errors(), self.engine.connect() as connection:
-            row = connection.execute(query).first()
-        if row is None:
+        rows = await self._run(_all, query)
+        if not rows:
             return None
+        row = rows[0]
         return StoredAudio(
-            row.content_type, row.content_id, row.job_id, row.format, row.duration, row.size,
-            bytes(row.data),
+            row["content_type"], row["content_id"], row["job_id"], row["format"],
+            row["duration"], row["size"], bytes(row["data"]),
         )  # fmt: skip
 
-    def log_result(self, entry: LogEntry) -> None:
+    async def log_result(self, entry: LogEntry) -> None:
         """Append *entry*; a second entry with the same job id and status is ignored."""
         insert = self._insert(self._tables["logs"]).values(**log_columns(entry))
-        with self._transaction() as connection:
-            connection.execute(insert.on_conflict_do_nothing(index_elements=["job_id", "status"]))
+        statement = insert.on_conflict_do_nothing(index_elements=["job_id", "status"])
+        await self._run(_execute, statement, write=True)
 
-    def list_logs(self, job_id: str | None = None) -> list[LogEntry]:
+    async def list_logs(self, job_id: str | None = None) -> list[LogEntry]:
         """Entries, oldest first, for one job or all."""
         logs = self._tables["logs"]
         query = logs.select().order_by(logs.c.created_at, logs.c.seq)
         if job_id is not None:
             query = query.where(logs.c.job_id == job_id)
-        with self._errors(), self.engine.connect() as connection:
-            rows = connection.execute(query).all()
-        return [log_from_columns(row._asdict()) for row in rows]
+        return [log_from_columns(row) for row in await self._run(_all, query)]
+
+
+def _all(connection: sa.Connection, query: sa.Select[Any]) -> list[dict[str, Any]]:
+    return [row._asdict() for row in connection.execute(query).all()]
+
+
+def _execute(connection: sa.Connection, statement: sa.Executable) -> None:
+    connection.execute(statement)
+
+
+def _is_timeout(error: sa.exc.DBAPIError) -> bool:
+    """PostgreSQL's lock_not_available (55P03) and query_canceled (57014): our timeouts."""
+    code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    return code in ("55P03", "57014")

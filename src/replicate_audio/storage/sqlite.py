@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,32 +15,39 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import anyio.to_thread
 
 from ..errors import ConfigurationError, StorageError
 from ..jobs import Job, JobStatus, utcnow
 from ._records import iso_text, job_columns, job_from_columns, log_columns, log_from_columns
 from ._serial import SerialJobStore
-from .protocols import AudioInfo, LogEntry, StoredAudio
+from ._writer import Writer
+from .protocols import AudioInfo, Delivery, LogEntry, RecordedEvent, StoredAudio
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_VERSION = 1
-_BUSY_TIMEOUT = 10.0  # seconds a writer waits for another writer before giving up
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
+#: Seconds a write waits for another process's write lock before it fails (StorageError).
+DEFAULT_TIMEOUT = 2.0
 _COPY_CHUNK = 1 << 20
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
         id TEXT PRIMARY KEY, content_type TEXT NOT NULL, content_id TEXT NOT NULL,
         status TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT, config TEXT,
-        prediction TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        prediction TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        prediction_id TEXT)""",
     "CREATE INDEX IF NOT EXISTS jobs_status_updated_at ON jobs (status, updated_at)",
     """CREATE TABLE IF NOT EXISTS deliveries (
         webhook_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, received_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS audio (
         content_type TEXT NOT NULL, content_id TEXT NOT NULL, job_id TEXT NOT NULL,
         format TEXT NOT NULL, duration REAL NOT NULL, size INTEGER NOT NULL,
-        file_name TEXT NOT NULL, updated_at TEXT NOT NULL,
+        file_name TEXT NOT NULL, updated_at TEXT NOT NULL, job_created_at TEXT,
         PRIMARY KEY (content_type, content_id))""",
     """CREATE TABLE IF NOT EXISTS logs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL,
@@ -47,8 +55,20 @@ _SCHEMA = (
         message TEXT NOT NULL, duration REAL, size INTEGER, created_at TEXT NOT NULL,
         UNIQUE (job_id, status))""",
 )
-_JOB_FIELDS = ["id", "content_type", "content_id", "status", "attempts", "error", "config",
-               "prediction", "created_at", "updated_at"]  # fmt: skip
+# Version 1 -> 2: job ids became the library's own, prediction ids a column of their own
+# (a version-1 job's id was its prediction's), and audio remembers which job's it is.
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE jobs ADD COLUMN prediction_id TEXT",
+        "UPDATE jobs SET prediction_id = id",
+        "ALTER TABLE audio ADD COLUMN job_created_at TEXT",
+        """UPDATE audio SET job_created_at =
+            (SELECT created_at FROM jobs WHERE jobs.id = audio.job_id)""",
+    ),
+}
+_INDEXES = ("CREATE UNIQUE INDEX IF NOT EXISTS jobs_prediction_id ON jobs (prediction_id)",)
+_JOB_FIELDS = ["id", "prediction_id", "content_type", "content_id", "status", "attempts",
+               "error", "config", "prediction", "created_at", "updated_at"]  # fmt: skip
 _LOG_FIELDS = ["job_id", "content_type", "content_id", "status", "message", "duration", "size",
                "created_at"]  # fmt: skip
 
@@ -71,25 +91,40 @@ def _placeholders(fields: Collection[str]) -> str:
 class SQLiteStore(SerialJobStore):
     """Jobs, deliveries and logs in one SQLite file; audio as files in a directory beside it.
 
-    Safe to share between threads (one connection per thread) and between processes on
-    one machine (WAL, and ``BEGIN IMMEDIATE`` around every read-decide-write). Tables are
-    created on first use.
+    Reads run on worker threads (one connection each); every write goes to one writer
+    thread per store, which commits whatever is queued in one transaction (group commit)
+    and answers each caller once its own write is committed. The event loop never waits
+    on SQLite. Safe between processes on one machine (WAL, ``BEGIN IMMEDIATE``).
+
+    Durability: WAL with ``synchronous=NORMAL``. A committed write survives a crash of the
+    process; a power loss may lose the last commits (never corrupting the file). A lost
+    delivery is sent again by Replicate or found by the reconciler; a lost job record is
+    the one thing not recoverable, so :meth:`create_job` commits with a full sync.
+
+    Tables are created on first use; a file of an older schema is migrated in place.
 
     Args:
         path: the database file; created if missing (its directory must exist).
         audio_dir: where audio files go; default ``<path>.audio/`` beside the database.
+        timeout: seconds a write waits for another process's lock before it fails with
+            :class:`StorageError`; keep it under the intake's time budget.
 
     Example:
-        >>> import tempfile, pathlib
+        >>> import anyio, tempfile, pathlib
         >>> from replicate_audio.jobs import Job
         >>> store = SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "jobs.db")
-        >>> store.create_job(Job(id="p1", content_type="sound_effect", content_id="7")).id
-        'p1'
+        >>> job = Job(id="j1", content_type="sound_effect", content_id="7")
+        >>> anyio.run(store.create_job, job).id
+        'j1'
         >>> store.close()
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, audio_dir: str | os.PathLike[str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        audio_dir: str | os.PathLike[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         if str(path) == ":memory:" or str(path).startswith("file::memory:"):
             raise ConfigurationError(
@@ -97,6 +132,7 @@ class SQLiteStore(SerialJobStore):
             )
         self.path = Path(path)
         self.audio_dir = Path(audio_dir) if audio_dir is not None else Path(f"{self.path}.audio")
+        self.timeout = timeout
         self._local = threading.local()
         self._lock = threading.Lock()
         # Each connection with the thread that owns it, so that those of finished threads
@@ -108,15 +144,17 @@ class SQLiteStore(SerialJobStore):
         self._inherited: list[sqlite3.Connection] = []
         self._schema_ready = False
         self._closed = False
+        # The writer thread's steps read and write through its own thread's connection.
+        self._writer = Writer(self._connection, str(self.path))
 
     def close(self) -> None:
         """Close the store: every later call raises :class:`StorageError`.
 
-        The connections of this thread and of finished threads are closed here. A connection
-        that another live thread owns may be in the middle of a query, so it is left to that
-        thread, which closes it on its next call (one that never calls again leaves it to the
-        garbage collector).
+        Queued writes are committed first. The connections of this thread and of finished
+        threads are closed here. A connection that another live thread owns may be in the
+        middle of a query, so it is left to that thread, which closes it on its next call.
         """
+        self._writer.close()
         me = threading.current_thread()
         with self._lock:
             self._closed = True
@@ -149,32 +187,39 @@ class SQLiteStore(SerialJobStore):
         except (sqlite3.Error, OSError) as error:
             raise StorageError(f"SQLite store {self.path}: {error}") from error
 
-    def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        # A forked child must not touch its parent's connections: it opens its own.
-        if connection is not None and self._local.pid == os.getpid():
-            if not self._closed:
-                return connection
-            self._local.connection = None
-        with self._lock, self._errors():
-            self._set_aside_inherited()
-            if self._closed:
-                me = threading.current_thread()  # close() left this thread's connection to it
-                self._release(lambda thread: thread is me or not thread.is_alive())
-                raise StorageError(f"SQLite store {self.path} is closed")
-            # isolation_level=None: we issue BEGIN ourselves; check_same_thread=False only
-            # so that close() may close the connections of other threads.
+    def _open(self) -> sqlite3.Connection:
+        """A new connection with our settings, the schema ready (any thread)."""
+        # isolation_level=None: we issue BEGIN ourselves; check_same_thread=False only
+        # so that close() may close the connections of other threads.
+        with self._errors():
             connection = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
-            self._release(lambda thread: not thread.is_alive())
-            self._connections.append((threading.current_thread(), connection))
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             if not self._schema_ready:
                 self._create_schema(connection)
                 self._schema_ready = True
+        return connection
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's reading connection."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        # A forked child must not touch its parent's connections: it opens its own.
+        if connection is not None and self._local.pid == os.getpid():
+            if not self._closed:
+                return connection
+            self._local.connection = None
+        with self._lock:
+            self._set_aside_inherited()
+            if self._closed:
+                me = threading.current_thread()  # close() left this thread's connection to it
+                self._release(lambda thread: thread is me or not thread.is_alive())
+                raise StorageError(f"SQLite store {self.path} is closed")
+            connection = self._open()
+            self._release(lambda thread: not thread.is_alive())
+            self._connections.append((threading.current_thread(), connection))
         self._local.connection, self._local.pid = connection, os.getpid()
         return connection
 
@@ -187,7 +232,10 @@ class SQLiteStore(SerialJobStore):
                     f"{self.path} has schema version {version}; this replicate-audio "
                     f"knows up to {SCHEMA_VERSION}: upgrade replicate-audio"
                 )
-            for statement in _SCHEMA:
+            for old in range(version, SCHEMA_VERSION) if version else ():
+                for statement in _MIGRATIONS[old]:
+                    connection.execute(statement)
+            for statement in (*_SCHEMA, *_INDEXES):
                 connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
@@ -195,26 +243,22 @@ class SQLiteStore(SerialJobStore):
             raise
         connection.commit()
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        connection = self._connection()
-        with self._errors():
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
+    # -- the primitives the rules run on (inside the writer's transaction) -------------
 
     def _query(self, sql: str, parameters: Any = ()) -> list[dict[str, Any]]:
         with self._errors():
             rows = self._connection().execute(sql, parameters).fetchall()
         return [dict(zip(row.keys(), row, strict=True)) for row in rows]
 
-    def _load_job(self, job_id: str) -> Job | None:
-        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    def _one_job(self, where: str, value: str) -> Job | None:
+        rows = self._query(f"SELECT * FROM jobs WHERE {where} = ?", (value,))  # noqa: S608
         return job_from_columns(rows[0]) if rows else None
+
+    def _load_job(self, job_id: str) -> Job | None:
+        return self._one_job("id", job_id)
+
+    def _load_by_prediction(self, prediction_id: str) -> Job | None:
+        return self._one_job("prediction_id", prediction_id)
 
     def _save_job(self, job: Job) -> None:
         updates = ", ".join(f"{name} = excluded.{name}" for name in _JOB_FIELDS[1:])
@@ -232,11 +276,58 @@ class SQLiteStore(SerialJobStore):
         )
         return cursor.rowcount == 1
 
-    def get_job(self, job_id: str) -> Job | None:
-        """The job with this id, or None."""
-        return self._load_job(job_id)
+    async def _write(self, step: Callable[..., T], /, *args: Any) -> T:
+        return await self._writer.run(functools.partial(step, *args), within=self.timeout)
 
-    def list_jobs(
+    async def _read(self, step: Callable[..., T], /, *args: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(step, *args))
+
+    # -- the store ---------------------------------------------------------------------
+
+    async def create_job(self, job: Job) -> Job:
+        """Insert *job*; if a job with its id exists, leave it and return the existing one."""
+        created = await self._write(self._create_step, job)
+        # The one record nothing else could recover: make it survive a power loss too.
+        await self._read(self._checkpoint)
+        return created
+
+    def _checkpoint(self) -> None:
+        with self._errors():
+            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or whose prediction has this id."""
+        return await self._read(self._find, job_id)
+
+    async def attach_prediction(self, job_id: str, prediction: dict[str, Any]) -> Job | None:
+        """Record what the create answered (see :meth:`JobStore.attach_prediction`)."""
+        return await self._write(self._attach_step, job_id, prediction)
+
+    async def record_delivery(self, delivery: Delivery) -> RecordedEvent:
+        """Record one delivery, once per ``webhook_id`` (see :meth:`JobStore.record_delivery`)."""
+        return await self._write(self._deliver_step, delivery)
+
+    async def transition(
+        self,
+        job_id: str,
+        *,
+        expected: Collection[JobStatus],
+        new: JobStatus,
+        error: str | None = None,
+        prediction: dict[str, Any] | None = None,
+        attempt: int | None = None,
+    ) -> Job | None:
+        """Move the job to *new* if its status is in *expected* and the move is allowed,
+        and (given *attempt*) while its ``attempts`` equal *attempt*."""
+        return await self._write(
+            self._transition_step, job_id, expected, new, error, prediction, attempt
+        )
+
+    async def claim_job(self, job_id: str, *, stale_after: float) -> Job | None:
+        """Take a ``received`` job, or a ``processing`` one idle for *stale_after* seconds."""
+        return await self._write(self._claim_step, job_id, stale_after)
+
+    async def list_jobs(
         self,
         *,
         statuses: Collection[JobStatus] | None = None,
@@ -253,56 +344,74 @@ class SQLiteStore(SerialJobStore):
             clauses.append("updated_at < ?")
             parameters.append(iso_text(updated_before))
         sql = f"SELECT * FROM jobs WHERE {' AND '.join(clauses)} ORDER BY updated_at, id LIMIT ?"  # noqa: S608
-        return [job_from_columns(row) for row in self._query(sql, (*parameters, max(limit, 0)))]
+        rows = await self._read(self._query, sql, (*parameters, max(limit, 0)))
+        return [job_from_columns(row) for row in rows]
 
-    def save_audio(
-        self, *, content_type: str, content_id: str, job_id: str, source: Path, info: AudioInfo
-    ) -> None:
-        """Copy *source* into the audio directory (streamed, then renamed into place).
+    async def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
+        """Copy *source* into the audio directory (streamed, then renamed into place),
+        unless a newer job's audio for this content is stored already.
 
-        Saving the same content again replaces the file and its row: one copy is kept.
+        Saving for the same job again replaces the file and its row: one copy is kept.
         """
-        key = hashlib.sha256(f"{content_type}\0{content_id}".encode()).hexdigest()[:32]
-        file_name = f"{key}.{re.sub(r'[^A-Za-z0-9]', '', info.format)[:16] or 'audio'}"
-        with self._errors():
-            self.audio_dir.mkdir(parents=True, exist_ok=True)
-            temporary = self._copy_to_temporary(Path(source))
-            size = temporary.stat().st_size
-            try:
-                with self._exclusive():
-                    old = self._query(
-                        "SELECT file_name FROM audio WHERE content_type = ? AND content_id = ?",
-                        (content_type, content_id),
-                    )
-                    os.replace(temporary, self.audio_dir / file_name)
-                    self._connection().execute(
-                        "INSERT OR REPLACE INTO audio VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (content_type, content_id, job_id, info.format, info.duration, size,
-                         file_name, iso_text(utcnow())),
-                    )  # fmt: skip
-            finally:
-                temporary.unlink(missing_ok=True)
-            if old and old[0]["file_name"] != file_name:
-                (self.audio_dir / old[0]["file_name"]).unlink(missing_ok=True)
+        temporary = await self._read(self._copy_to_temporary, Path(source))
+        try:
+            saved, old = await self._write(self._save_audio_step, job, temporary, info)
+        finally:
+            await self._read(functools.partial(temporary.unlink, missing_ok=True))
+        if old is not None:
+            await self._read(functools.partial((self.audio_dir / old).unlink, missing_ok=True))
+        return saved
+
+    def _save_audio_step(
+        self, job: Job, temporary: Path, info: AudioInfo
+    ) -> tuple[bool, str | None]:
+        """Put the file in place and its row; returns whether saved, and a file to delete."""
+        key = (job.content_type, job.content_id)
+        rows = self._query(
+            "SELECT job_id, file_name, job_created_at FROM audio "
+            "WHERE content_type = ? AND content_id = ?",
+            key,
+        )
+        if rows and (rows[0]["job_created_at"] or "", rows[0]["job_id"]) > (
+            iso_text(job.created_at),
+            job.id,
+        ):
+            return False, None  # a newer job's audio is there: keep it
+        digest = hashlib.sha256(f"{key[0]}\0{key[1]}\0{job.id}".encode()).hexdigest()[:32]
+        file_name = f"{digest}.{re.sub(r'[^A-Za-z0-9]', '', info.format)[:16] or 'audio'}"
+        size = temporary.stat().st_size
+        os.replace(temporary, self.audio_dir / file_name)
+        self._connection().execute(
+            "INSERT OR REPLACE INTO audio VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*key, job.id, info.format, info.duration, size, file_name, iso_text(utcnow()),
+             iso_text(job.created_at)),
+        )  # fmt: skip
+        old = rows[0]["file_name"] if rows else None
+        return True, old if old != file_name else None
 
     def _copy_to_temporary(self, source: Path) -> Path:
-        handle, name = tempfile.mkstemp(dir=self.audio_dir, prefix=".incoming-")
-        try:
-            with source.open("rb") as reader, os.fdopen(handle, "wb") as writer:
-                shutil.copyfileobj(reader, writer, _COPY_CHUNK)
-                writer.flush()
-                os.fsync(writer.fileno())
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
+        with self._errors():
+            self.audio_dir.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(dir=self.audio_dir, prefix=".incoming-")
+            try:
+                with source.open("rb") as reader, os.fdopen(handle, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, _COPY_CHUNK)
+                    writer.flush()
+                    os.fsync(writer.fileno())
+            except BaseException:
+                Path(name).unlink(missing_ok=True)
+                raise
         return Path(name)
 
-    def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
+    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
         """The stored audio for this content, or None.
 
         Raises:
             StorageError: the row exists but its file is gone or unreadable.
         """
+        return await self._read(self._get_audio, content_type, content_id)
+
+    def _get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
         rows = self._query(
             "SELECT * FROM audio WHERE content_type = ? AND content_id = ?",
             (content_type, content_id),
@@ -317,17 +426,19 @@ class SQLiteStore(SerialJobStore):
             row["size"], data,
         )  # fmt: skip
 
-    def log_result(self, entry: LogEntry) -> None:
+    async def log_result(self, entry: LogEntry) -> None:
         """Append *entry*; a second entry with the same job id and status is ignored."""
-        with self._exclusive():
-            self._connection().execute(
-                f"INSERT INTO logs ({', '.join(_LOG_FIELDS)}) "  # noqa: S608
-                f"VALUES ({_placeholders(_LOG_FIELDS)}) ON CONFLICT (job_id, status) DO NOTHING",
-                _encode(log_columns(entry)),
-            )
+        await self._write(self._log_step, entry)
 
-    def list_logs(self, job_id: str | None = None) -> list[LogEntry]:
+    def _log_step(self, entry: LogEntry) -> None:
+        self._connection().execute(
+            f"INSERT INTO logs ({', '.join(_LOG_FIELDS)}) "  # noqa: S608
+            f"VALUES ({_placeholders(_LOG_FIELDS)}) ON CONFLICT (job_id, status) DO NOTHING",
+            _encode(log_columns(entry)),
+        )
+
+    async def list_logs(self, job_id: str | None = None) -> list[LogEntry]:
         """Entries, oldest first, for one job or all."""
         where, parameters = ("WHERE job_id = ?", (job_id,)) if job_id is not None else ("", ())
-        rows = self._query(f"SELECT * FROM logs {where} ORDER BY created_at, seq", parameters)  # noqa: S608
-        return [log_from_columns(row) for row in rows]
+        sql = f"SELECT * FROM logs {where} ORDER BY created_at, seq"  # noqa: S608
+        return [log_from_columns(row) for row in await self._read(self._query, sql, parameters)]

@@ -1,0 +1,91 @@
+"""Reading predictions back from Replicate as the JSON it sends, not through a client model
+that may lag the API (a status added later must not break a read)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from .config import Settings
+from .errors import PredictionError
+
+__all__ = ["PredictionReader"]
+
+
+class PredictionReader:
+    """``GET /v1/predictions/{id}`` and the ``GET /v1/predictions`` listing (newest first,
+    cursor-paginated), with the app's token.
+
+    Example:
+        >>> async with PredictionReader(settings) as reader:  # doctest: +SKIP
+        ...     prediction = await reader.get("ufawqhfynnddngldkgtslldrkq")
+    """
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None):
+        headers = {"Authorization": f"Bearer {settings.api_token or ''}"}
+        self._http = httpx.AsyncClient(
+            base_url=settings.api_base_url,
+            headers=headers,
+            timeout=httpx.Timeout(10.0, connect=5.0),
+            transport=transport,
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> PredictionReader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def _json(self, url: str, params: dict[str, str] | None = None) -> Any:
+        try:
+            response = await self._http.get(url, params=params)
+        except httpx.HTTPError as error:
+            raise PredictionError(f"could not reach Replicate: {error!r}") from error
+        if response.status_code != 200:
+            raise PredictionError(
+                f"Replicate answered {response.status_code} to GET {url}: {response.text[:200]}",
+                status=response.status_code,
+            )
+        try:
+            return response.json()
+        except json.JSONDecodeError as error:
+            raise PredictionError(f"Replicate's answer to GET {url} is not JSON") from error
+
+    async def get(self, prediction_id: str) -> dict[str, Any]:
+        """The prediction, as Replicate's JSON.
+
+        Raises:
+            PredictionError: Replicate could not be reached or refused (404 included).
+        """
+        data = await self._json(f"/v1/predictions/{prediction_id}")
+        if not isinstance(data, dict):
+            raise PredictionError(f"prediction {prediction_id}: the answer is not an object")
+        return data
+
+    async def recent(self, *, max_pages: int = 10) -> AsyncIterator[dict[str, Any]]:
+        """The account's predictions, newest first, following ``next`` for at most
+        *max_pages* pages; stop iterating to stop reading."""
+        cursor: str | None = None
+        for _ in range(max_pages):
+            # Only the cursor is taken from ``next``: the token goes to the configured API only.
+            page = await self._json("/v1/predictions", {"cursor": cursor} if cursor else None)
+            results = page.get("results") if isinstance(page, dict) else None
+            if not isinstance(results, list):
+                raise PredictionError("the prediction listing has no 'results' list")
+            for item in results:
+                if isinstance(item, dict):
+                    yield item
+            following = page.get("next")
+            if not isinstance(following, str) or not following:
+                return
+            cursor = httpx.URL(following).params.get("cursor")
+            if not cursor:
+                return
