@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import anyio
+import httpcore
 import httpx
 
 from ._pinning import PinnedHosts
@@ -67,7 +68,10 @@ class Downloader:
     Args:
         settings: allow-list, private-address switch, size cap and API token.
         transport: an httpx transport (tests); the default one is pinned to checked addresses.
+            A transport given here skips the pinning (the allow-list still applies).
         resolver: turns host names into addresses for the check (default: the system's).
+        network_backend: opens the default transport's TCP connections, to the checked
+            addresses only (default: httpcore's anyio backend); tests pass one that records.
         attempts: tries per download, the first included.
         backoff: base of the full-jitter exponential backoff, in seconds.
         max_backoff: the longest wait between tries (also caps ``Retry-After``).
@@ -87,6 +91,7 @@ class Downloader:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver | None = None,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
         attempts: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
@@ -100,7 +105,7 @@ class Downloader:
         self._max_backoff = max_backoff
         self._temp_dir = temp_dir
         self._client = httpx.AsyncClient(
-            transport=transport or self._hosts.transport(),
+            transport=transport or self._hosts.transport(network_backend),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
