@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import collections
 import contextlib
+import datetime
 import importlib.util
 import inspect
 import ipaddress
@@ -18,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -28,8 +30,10 @@ import anyio
 import httpcore
 import httpx
 import pytest
+import stamina
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from replicate_audio import _pinning, download, retries
 from replicate_audio._pinning import PoolTransport
@@ -96,6 +100,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, b"busy", Retry_After="0")
         elif route == "limited" and seen == 1:
             self._send(429, b"slow down", Retry_After="30")
+        elif route == "dated" and seen == 1:
+            later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1)
+            self._send(503, b"back in a minute", Retry_After=format_datetime(later, usegmt=True))
         elif route == "error":
             self._send(500, b"boom")
         elif route == "truncated" and seen <= int(args[1]):
@@ -294,6 +301,58 @@ async def test_transient_failures_are_retried(origin: str, temp_dir: Path, route
     # The 429's Retry-After of 30 s is capped at max_backoff.
     assert time.monotonic() - started < 2.0
     assert_empty(temp_dir)
+
+
+@pytest.fixture
+def waits() -> Iterator[list[float]]:
+    """The waits between tries, as stamina schedules them (through its public retry hooks)."""
+    recorded: list[float] = []
+
+    def record(details: RetryDetails) -> None:
+        recorded.append(details.wait_for)
+
+    set_on_retry_hooks([record])
+    try:
+        yield recorded
+    finally:
+        set_on_retry_hooks(None)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("route", "wait"), [("limited", 0.05), ("dated", 0.05), ("flaky", 0.0)])
+async def test_retry_after_is_waited_up_to_max_backoff(
+    origin: str, temp_dir: Path, waits: list[float], route: str, wait: float
+) -> None:
+    """Retry-After (seconds or an HTTP-date) replaces the backoff, capped at max_backoff."""
+    downloader = loopback(origin, temp_dir, backoff=0.02, max_backoff=0.05)
+    async with downloader, downloader.fetch(f"{origin}/{route}/{unique()}") as path:
+        assert path.read_bytes() == OK_BODY
+    assert waits[0] == wait
+
+
+@pytest.mark.anyio
+async def test_backoff_without_retry_after_is_the_policys(
+    origin: str, temp_dir: Path, waits: list[float]
+) -> None:
+    """Without Retry-After the waits follow the policy: the upper half of a doubling ceiling."""
+    downloader = loopback(origin, temp_dir, attempts=3, backoff=0.01, max_backoff=0.015)
+    async with downloader:
+        with pytest.raises(DownloadError, match="after 3 attempts: HTTP 500"):
+            await downloader.download(f"{origin}/error/{unique()}")
+    assert len(waits) == 2
+    assert 0.005 <= waits[0] <= 0.01
+    assert 0.0075 <= waits[1] <= 0.015  # the ceiling 0.02 capped at max_backoff
+
+
+@pytest.mark.anyio
+async def test_stamina_testing_switch_sets_the_tries(origin: str, temp_dir: Path) -> None:
+    """stamina.set_testing, stamina's public switch for tests, governs downloads too."""
+    url = f"{origin}/error/{unique()}"
+    with stamina.set_testing(True, attempts=2):
+        async with loopback(origin, temp_dir, attempts=5, backoff=10.0) as downloader:
+            with pytest.raises(DownloadError, match="after 2 attempts"):
+                await downloader.download(url)
+    assert _Handler.counts[urlsplit(url).path] == 2
 
 
 @pytest.mark.anyio

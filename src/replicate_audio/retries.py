@@ -208,7 +208,8 @@ def retrying(policy: RetryPolicy, *, on: Callable[[Exception], RetryDecision]) -
     the policy's backoff, and a number of seconds (or a timedelta), typically a parsed
     ``Retry-After``, waits that long instead, capped at ``policy.max_delay``. After the last
     attempt the last exception propagates. A block that succeeds ends the loop. Cancellation
-    is never retried.
+    is never retried. There is no overall time limit (stamina's ``timeout`` is off): the
+    policy's attempts and delays bound the time spent.
 
     Args:
         policy: the number of attempts and the backoff.
