@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+import ast
 import collections
 import contextlib
+import datetime
 import importlib.util
+import inspect
+import ipaddress
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 import anyio
+import httpcore
 import httpx
 import pytest
+import stamina
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
+from replicate_audio import _pinning, download, retries
+from replicate_audio._pinning import PoolTransport
 from replicate_audio.config import AllowedOrigin, Settings
 from replicate_audio.download import Downloader
 from replicate_audio.errors import (
@@ -35,8 +49,9 @@ from replicate_audio.errors import (
 OK_BODY = bytes(range(256)) * 20  # 5120 bytes
 CAP = 4096 * 2
 TOKEN = "r8_test_token"
-# A global unicast address handed out by the fake resolver; the fake transport never sends.
+# Global unicast addresses handed out by the fake resolver; nothing is ever sent to them.
 PUBLIC = "151.101.0.1"
+PUBLIC_V6 = "2a04:4e42::1"
 
 BACKENDS = ["asyncio", *(["trio"] if importlib.util.find_spec("trio") else [])]
 
@@ -75,11 +90,19 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
+    def do_POST(self) -> None:
+        """Echo the request body, to show a request's body reaches the server."""
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._send(200, body)
+
     def _route(self, route: str, args: list[str], seen: int) -> None:
         if route == "flaky" and seen <= 2:
             self._send(503, b"busy", Retry_After="0")
         elif route == "limited" and seen == 1:
             self._send(429, b"slow down", Retry_After="30")
+        elif route == "dated" and seen == 1:
+            later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1)
+            self._send(503, b"back in a minute", Retry_After=format_datetime(later, usegmt=True))
         elif route == "error":
             self._send(500, b"boom")
         elif route == "truncated" and seen <= int(args[1]):
@@ -165,6 +188,39 @@ class RecordingResolver:
         raise socket.gaierror(f"{host} is not in the test resolver")
 
 
+class LoopbackOnly(httpcore.AsyncNetworkBackend):
+    """Records every TCP connection asked for; opens it only to a loopback IP, refuses others.
+
+    A host name is refused too: the pinned transport must hand over the checked address.
+    """
+
+    def __init__(self) -> None:
+        self.connects: list[tuple[str, int]] = []
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """Open a connection to a loopback address; refuse anything else."""
+        self.connects.append((host, port))
+        try:
+            allowed = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            allowed = False
+        if not allowed:
+            raise httpcore.ConnectError(f"the test network refuses {host}:{port}")
+        return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the running event loop."""
+        await self._inner.sleep(seconds)
+
+
 class RecordingTransport(httpx.MockTransport):
     """Records every request; refuses it unless given a responder."""
 
@@ -181,8 +237,10 @@ class RecordingTransport(httpx.MockTransport):
 
 
 def loopback(origin: str, temp_dir: Path, **kwargs: Any) -> Downloader:
-    """A downloader allowed to reach the loopback test server, with tiny backoffs."""
+    """A downloader allowed to reach the loopback test server, with tiny backoffs, over the
+    real pinned transport on a network that opens loopback connections only."""
     options: dict[str, Any] = {"attempts": 3, "backoff": 0.01, "max_backoff": 0.05}
+    options.setdefault("network_backend", LoopbackOnly())
     options.update(kwargs)
     settings = Settings(
         allowed_output_hosts=(AllowedOrigin.parse(origin),),
@@ -208,12 +266,14 @@ def unique() -> str:
 @pytest.mark.anyio
 async def test_downloads_file_into_owned_temp_file(origin: str, temp_dir: Path) -> None:
     """A 200 is streamed to a replicate-audio-* file in temp_dir that the caller owns."""
-    async with loopback(origin, temp_dir) as downloader:
+    network = LoopbackOnly()
+    async with loopback(origin, temp_dir, network_backend=network) as downloader:
         path = await downloader.download(f"{origin}/ok")
     assert path.parent == temp_dir
     assert path.name.startswith("replicate-audio-")
     assert path.read_bytes() == OK_BODY
     path.unlink()
+    assert network.connects == [("127.0.0.1", urlsplit(origin).port)]
 
 
 @pytest.mark.anyio
@@ -241,6 +301,58 @@ async def test_transient_failures_are_retried(origin: str, temp_dir: Path, route
     # The 429's Retry-After of 30 s is capped at max_backoff.
     assert time.monotonic() - started < 2.0
     assert_empty(temp_dir)
+
+
+@pytest.fixture
+def waits() -> Iterator[list[float]]:
+    """The waits between tries, as stamina schedules them (through its public retry hooks)."""
+    recorded: list[float] = []
+
+    def record(details: RetryDetails) -> None:
+        recorded.append(details.wait_for)
+
+    set_on_retry_hooks([record])
+    try:
+        yield recorded
+    finally:
+        set_on_retry_hooks(None)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("route", "wait"), [("limited", 0.05), ("dated", 0.05), ("flaky", 0.0)])
+async def test_retry_after_is_waited_up_to_max_backoff(
+    origin: str, temp_dir: Path, waits: list[float], route: str, wait: float
+) -> None:
+    """Retry-After (seconds or an HTTP-date) replaces the backoff, capped at max_backoff."""
+    downloader = loopback(origin, temp_dir, backoff=0.02, max_backoff=0.05)
+    async with downloader, downloader.fetch(f"{origin}/{route}/{unique()}") as path:
+        assert path.read_bytes() == OK_BODY
+    assert waits[0] == wait
+
+
+@pytest.mark.anyio
+async def test_backoff_without_retry_after_is_the_policys(
+    origin: str, temp_dir: Path, waits: list[float]
+) -> None:
+    """Without Retry-After the waits follow the policy: the upper half of a doubling ceiling."""
+    downloader = loopback(origin, temp_dir, attempts=3, backoff=0.01, max_backoff=0.015)
+    async with downloader:
+        with pytest.raises(DownloadError, match="after 3 attempts: HTTP 500"):
+            await downloader.download(f"{origin}/error/{unique()}")
+    assert len(waits) == 2
+    assert 0.005 <= waits[0] <= 0.01
+    assert 0.0075 <= waits[1] <= 0.015  # the ceiling 0.02 capped at max_backoff
+
+
+@pytest.mark.anyio
+async def test_stamina_testing_switch_sets_the_tries(origin: str, temp_dir: Path) -> None:
+    """stamina.set_testing, stamina's public switch for tests, governs downloads too."""
+    url = f"{origin}/error/{unique()}"
+    with stamina.set_testing(True, attempts=2):
+        async with loopback(origin, temp_dir, attempts=5, backoff=10.0) as downloader:
+            with pytest.raises(DownloadError, match="after 2 attempts"):
+                await downloader.download(url)
+    assert _Handler.counts[urlsplit(url).path] == 2
 
 
 @pytest.mark.anyio
@@ -314,21 +426,158 @@ async def test_connects_to_the_checked_address(temp_dir: Path) -> None:
             port = urlsplit(stack.enter_context(_serve("127.0.0.2"))).port
         except OSError:
             pytest.skip("127.0.0.2 is not available on this machine")
-        resolver = await _fetch_pinned(port, temp_dir)
+        resolver, network = await _fetch_pinned(port, temp_dir)
     assert resolver.lookups == ["localhost"]
+    assert network.connects == [("127.0.0.2", port)]
 
 
-async def _fetch_pinned(port: int | None, temp_dir: Path) -> RecordingResolver:
+async def _fetch_pinned(port: int | None, temp_dir: Path) -> tuple[RecordingResolver, LoopbackOnly]:
     """Fetch /ok from http://localhost:{port} with localhost pinned to 127.0.0.2."""
     settings = Settings(
         allowed_output_hosts=(AllowedOrigin.parse(f"http://localhost:{port}"),),
         allow_private_output_hosts=True,
     )
-    resolver = RecordingResolver({"localhost": ["127.0.0.2"]})
-    downloader = Downloader(settings, resolver=resolver, temp_dir=temp_dir, attempts=1)
+    resolver, network = RecordingResolver({"localhost": ["127.0.0.2"]}), LoopbackOnly()
+    downloader = Downloader(
+        settings, resolver=resolver, network_backend=network, temp_dir=temp_dir, attempts=1
+    )
     async with downloader, downloader.fetch(f"http://localhost:{port}/ok") as path:
         assert path.read_bytes() == OK_BODY
-    return resolver
+    return resolver, network
+
+
+@pytest.mark.anyio
+async def test_production_connects_only_to_checked_public_addresses(temp_dir: Path) -> None:
+    """With the default allow-list every connection asked for goes to a checked address on
+    443, each address in turn and never a name, and the test network refuses them all."""
+    resolver = RecordingResolver({"replicate.delivery": [PUBLIC, PUBLIC_V6]})
+    network = LoopbackOnly()
+    downloader = Downloader(
+        Settings(api_token=TOKEN),
+        resolver=resolver,
+        network_backend=network,
+        temp_dir=temp_dir,
+        attempts=2,
+        backoff=0.0,
+    )
+    async with downloader:
+        with pytest.raises(DownloadError, match="connection failed"):
+            await downloader.download("https://replicate.delivery/out.wav")
+    assert network.connects == [(PUBLIC, 443), (PUBLIC_V6, 443)] * 2
+    assert resolver.lookups == ["replicate.delivery"] * 2  # the checks; connecting looks nothing up
+    assert_empty(temp_dir)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("addresses", [["127.0.0.1"], ["10.1.2.3"], [PUBLIC, "169.254.169.254"]])
+async def test_refused_addresses_are_never_connected(addresses: list[str], temp_dir: Path) -> None:
+    """A name refused for its addresses opens no connection, even one the network would allow."""
+    resolver = RecordingResolver({"files.replicate.delivery": addresses})
+    network = LoopbackOnly()
+    downloader = Downloader(
+        Settings(), resolver=resolver, network_backend=network, temp_dir=temp_dir
+    )
+    async with downloader:
+        with pytest.raises(URLNotAllowedError):
+            await downloader.download("https://files.replicate.delivery/out.wav")
+    assert network.connects == []
+
+
+@pytest.fixture(scope="module")
+def self_signed_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate (made by openssl)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.anyio
+async def test_certificates_are_verified(self_signed_origin: str, temp_dir: Path) -> None:
+    """The pinned transport verifies certificates: a self-signed one is refused, not read."""
+    path = f"/ok/{unique()}"
+    async with loopback(self_signed_origin, temp_dir, attempts=1) as downloader:
+        with pytest.raises(DownloadError, match="CERTIFICATE_VERIFY_FAILED"):
+            await downloader.download(self_signed_origin + path)
+    assert _Handler.counts[path] == 0
+
+
+# --- the transport: public httpx and httpcore API only ---------------------------------------
+
+
+@pytest.mark.anyio
+async def test_pool_transport_serves_a_stock_httpcore_pool(origin: str) -> None:
+    """PoolTransport works over a stock httpcore pool: bodies both ways, streaming, HTTP/1.1."""
+    pool = httpcore.AsyncConnectionPool()
+    async with httpx.AsyncClient(transport=PoolTransport(pool)) as client:
+        response = await client.get(f"{origin}/ok")
+        assert (response.status_code, response.content) == (200, OK_BODY)
+        assert response.http_version == "HTTP/1.1"
+        echoed = await client.post(f"{origin}/echo", content=b"a request body")
+        assert echoed.content == b"a request body"
+        async with client.stream("GET", f"{origin}/ok") as streamed:
+            assert b"".join([chunk async for chunk in streamed.aiter_bytes(100)]) == OK_BODY
+        assert pool.connections  # kept alive in the pool ...
+    assert pool.connections == []  # ... until the client closes the transport
+
+
+@pytest.mark.anyio
+async def test_pool_transport_raises_httpx_errors(origin: str) -> None:
+    """httpcore's errors arrive as httpx's, with the request; timeouts come from the request."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}/"
+    async with httpx.AsyncClient(transport=PoolTransport(httpcore.AsyncConnectionPool())) as client:
+        with pytest.raises(httpx.ConnectError) as connect:
+            await client.get(refused)
+        assert str(connect.value.request.url) == refused
+        with pytest.raises(httpx.ReadTimeout) as timeout:
+            await client.get(f"{origin}/slow/{unique()}", timeout=0.2)
+        assert timeout.value.request.url.path.startswith("/slow/")
+        async with client.stream("GET", f"{origin}/truncated/{unique()}/9") as truncated:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await truncated.aread()
+
+
+MODULES = [_pinning, download, retries]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda module: module.__name__)
+def test_no_private_attribute_of_another_object_is_touched(module: ModuleType) -> None:
+    """The network code reads and sets only its own private attributes (self._...), none of
+    httpx's or httpcore's (such as a transport's _pool)."""
+    source = inspect.getsource(module)
+    foreign = [
+        ast.unparse(node)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+    ]
+    assert foreign == []
+    assert "._pool" not in source
+    assert "_network_backend" not in source
 
 
 # --- production settings: refusals before any connection -----------------------------------

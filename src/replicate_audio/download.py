@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import socket
 import tempfile
 from collections.abc import AsyncIterator
@@ -15,17 +14,33 @@ from pathlib import Path
 from typing import Protocol
 
 import anyio
+import httpcore
 import httpx
 
 from ._pinning import PinnedHosts
 from .config import Settings
 from .errors import DownloadError, DownloadTooLargeError, OutputExpiredError, URLNotAllowedError
+from .retries import RetryDecision, RetryPolicy, parse_retry_after, retrying
 
 __all__ = ["Downloader", "Resolver", "SystemResolver"]
 
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SNIFF_BYTES = 64 * 1024  # error and JSON bodies are read at most this far
+
+
+class _Transient(Exception):
+    """One try failed in a way a later try may not (a 5xx, a timeout, a cut connection)."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def _retry_transient(error: Exception) -> RetryDecision:
+    if not isinstance(error, _Transient):
+        return False  # refused, too large, expired, 4xx: final
+    return True if error.retry_after is None else error.retry_after
 
 
 class Resolver(Protocol):
@@ -67,12 +82,19 @@ class Downloader:
     Args:
         settings: allow-list, private-address switch, size cap and API token.
         transport: an httpx transport (tests); the default one is pinned to checked addresses.
+            A transport given here skips the pinning (the allow-list still applies).
         resolver: turns host names into addresses for the check (default: the system's).
+        network_backend: opens the default transport's TCP connections, to the checked
+            addresses only (default: httpcore's anyio backend); tests pass one that records.
         attempts: tries per download, the first included.
-        backoff: base of the full-jitter exponential backoff, in seconds.
+        backoff: the ceiling of the first wait between tries, in seconds; it doubles per try
+            and the wait is drawn from its upper half (:class:`RetryPolicy` ``base_delay``).
         max_backoff: the longest wait between tries (also caps ``Retry-After``).
         timeout: httpx timeout for connecting and for each read.
         temp_dir: where downloads are written (default: the system temp dir).
+
+    Raises:
+        ConfigurationError: a negative (or NaN) ``backoff`` or ``max_backoff``.
 
     Example:
         >>> async def main() -> None:  # doctest: +SKIP
@@ -87,6 +109,7 @@ class Downloader:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver | None = None,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
         attempts: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
@@ -95,12 +118,12 @@ class Downloader:
     ) -> None:
         self._settings = settings
         self._hosts = PinnedHosts(settings, resolver or SystemResolver())
-        self._attempts = max(1, attempts)
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        self._retry = RetryPolicy(
+            attempts=max(1, attempts), base_delay=backoff, max_delay=max_backoff
+        )
         self._temp_dir = temp_dir
         self._client = httpx.AsyncClient(
-            transport=transport or self._hosts.transport(),
+            transport=transport or self._hosts.transport(network_backend),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
@@ -147,31 +170,27 @@ class Downloader:
         os.close(fd)
         path = Path(name)
         try:
-            reason = "no attempt made"
-            for attempt in range(1, self._attempts + 1):
-                failure = await self._attempt(url, path)
-                if failure is None:
-                    return path
-                reason, retry_after = failure
-                if attempt < self._attempts:
-                    await anyio.sleep(self._delay(attempt, retry_after))
-            raise DownloadError(
-                f"could not download {url} after {self._attempts} attempts: {reason}",
-                url=url,
-                retryable=True,
-            )
+            tries = 0
+            try:
+                async for attempt in retrying(self._retry, on=_retry_transient):
+                    with attempt:
+                        tries = attempt.num
+                        await self._attempt(url, path)
+            except _Transient as failure:
+                attempts = "1 attempt" if tries == 1 else f"{tries} attempts"
+                raise DownloadError(
+                    f"could not download {url} after {attempts}: {failure}",
+                    url=url,
+                    retryable=True,
+                ) from failure.__cause__
         except BaseException:
             # Synchronous on purpose: this also runs when the task is being cancelled.
             path.unlink(missing_ok=True)  # noqa: ASYNC240
             raise
+        return path
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self._max_backoff)
-        return random.uniform(0, min(self._max_backoff, self._backoff * 2 ** (attempt - 1)))
-
-    async def _attempt(self, url: str, path: Path) -> tuple[str, float | None] | None:
-        """Try once, following redirects; return why to retry, or None on success."""
+    async def _attempt(self, url: str, path: Path) -> None:
+        """Try once, following redirects; raise _Transient for a failure worth retrying."""
         current = url
         headers: dict[str, str] = {}
         if self._settings.api_token:
@@ -180,18 +199,19 @@ class Downloader:
             try:
                 target = await self._hosts.check(current)
             except OSError as error:
-                return f"could not resolve {current}: {error}", None
+                raise _Transient(f"could not resolve {current}: {error}") from error
             try:
                 request = self._client.build_request("GET", target, headers=headers)
                 response = await self._client.send(request, stream=True)
             except httpx.TimeoutException as error:
-                return f"timed out ({type(error).__name__})", None
+                raise _Transient(f"timed out ({type(error).__name__})") from error
             except httpx.TransportError as error:
-                return f"connection failed: {error!r}", None
+                raise _Transient(f"connection failed: {error!r}") from error
             try:
                 location = response.headers.get("location")
                 if response.status_code not in _REDIRECTS or not location:
-                    return await self._receive(response, url, path)
+                    await self._receive(response, url, path)
+                    return
                 try:
                     current = str(response.url.join(location))
                 except (httpx.InvalidURL, ValueError):
@@ -204,12 +224,12 @@ class Downloader:
             f"{url} redirected more than {MAX_REDIRECTS} times", url=url, retryable=False
         )
 
-    async def _receive(
-        self, response: httpx.Response, url: str, path: Path
-    ) -> tuple[str, float | None] | None:
+    async def _receive(self, response: httpx.Response, url: str, path: Path) -> None:
         status = response.status_code
         if status == 429 or status >= 500:
-            return f"HTTP {status}", _retry_after(response) if status in (429, 503) else None
+            # Retry-After is defined for 429 (RFC 6585) and 503 (RFC 9110).
+            header = response.headers.get("retry-after") if status in (429, 503) else None
+            raise _Transient(f"HTTP {status}", retry_after=parse_retry_after(header))
         if status >= 400:
             body = await _head(response)
             if status == 410 or b"data_removed" in body:
@@ -237,11 +257,11 @@ class Downloader:
                         )
                     await file.write(chunk)
         except httpx.TimeoutException as error:
-            return f"timed out reading the body ({type(error).__name__})", None
+            raise _Transient(f"timed out reading the body ({type(error).__name__})") from error
         except httpx.TransportError as error:
-            return f"body truncated after {received} bytes: {error!r}", None
+            raise _Transient(f"body truncated after {received} bytes: {error!r}") from error
         if declared is not None and received < declared:
-            return f"body truncated: {received} of {declared} bytes", None
+            raise _Transient(f"body truncated: {received} of {declared} bytes")
         content_type = response.headers.get("content-type", "")
         textual = "json" in content_type or "text" in content_type
         if (
@@ -250,7 +270,6 @@ class Downloader:
             and b"data_removed" in await anyio.Path(path).read_bytes()
         ):
             raise OutputExpiredError(f"the output at {url} has expired (data_removed)", url=url)
-        return None
 
 
 async def _head(response: httpx.Response) -> bytes:
@@ -267,9 +286,3 @@ async def _head(response: httpx.Response) -> bytes:
 def _content_length(response: httpx.Response) -> int | None:
     value = response.headers.get("content-length", "").strip()
     return int(value) if value.isdigit() else None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    # Only delta-seconds; an HTTP date falls back to the jittered backoff.
-    return float(value) if value.isdigit() else None
