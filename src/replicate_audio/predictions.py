@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import random
 import re
 import threading
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 import httpx
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
@@ -22,6 +19,7 @@ from replicate.exceptions import ReplicateError
 from .config import ReplicateAudioConfig, Settings
 from .errors import InvalidContentIdError, PredictionError, UnknownContentTypeError
 from .jobs import Job, JobStatus, new_job_id
+from .retries import RetryDecision, RetryPolicy, parse_retry_after, retrying
 from .storage import BlockingStore, Store, SyncStore, open_store
 from .storage.adapters import is_async_store
 
@@ -51,29 +49,6 @@ _retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 T = TypeVar("T")
 
 
-class RetryPolicy:
-    """How creates are retried on 429 and 5xx: capped, jittered exponential backoff.
-
-    A ``Retry-After`` from Replicate is honoured (up to ``max_delay``).
-
-    Example:
-        >>> RetryPolicy(attempts=3, base_delay=0.0).delay(1, retry_after=None)
-        0.0
-    """
-
-    def __init__(self, *, attempts: int = 5, base_delay: float = 0.5, max_delay: float = 20.0):
-        self.attempts = attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-
-    def delay(self, attempt: int, *, retry_after: float | None) -> float:
-        """Seconds to wait before try number ``attempt + 1``."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
-        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
-
-
 DEFAULT_RETRY = RetryPolicy()
 
 
@@ -87,8 +62,7 @@ class _Done:
 def _record_retry_after(response: httpx.Response) -> _Done:
     # One hook serves both clients: the sync client ignores the return value, the async
     # one awaits it. The context variable is set in the caller's own task or thread.
-    value = response.headers.get("retry-after", "").strip()
-    _retry_after.set(float(value) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]+)?", value) else None)
+    _retry_after.set(parse_retry_after(response.headers.get("retry-after")))
     return _Done()
 
 
@@ -182,12 +156,21 @@ def _error(error: ReplicateError | httpx.TransportError) -> PredictionError:
     )
 
 
-def _should_retry(error: Exception) -> bool:
+def _retryable(error: Exception) -> bool:
     if isinstance(error, ReplicateError):
         status = error.status or 0
         return status == 429 or (500 <= status <= 599 and status not in _FINAL_5XX)
     # Only a connection that never opened is safe to retry: the POST was not sent.
     return isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+def _should_retry(error: Exception) -> RetryDecision:
+    """Retry 429, 5xx but 501 and 505, and connections that never opened, waiting the
+    ``Retry-After`` of the failed answer when it had one."""
+    if not _retryable(error):
+        return False
+    waited = _retry_after.get()
+    return True if waited is None else waited
 
 
 def prediction_dict(prediction: Any) -> dict[str, Any]:
@@ -222,7 +205,11 @@ def _params(job: Job, settings: Settings) -> dict[str, Any]:
 
 def _ambiguous(error: Exception) -> bool:
     """Whether the create may have reached Replicate although no answer came back."""
-    return isinstance(error, httpx.TransportError) and not _should_retry(error)
+    return isinstance(error, httpx.TransportError) and not _retryable(error)
+
+
+def _no_answer(job: Job, error: Exception) -> None:
+    logger.warning("job %s: no answer to its create (%r); the sweep will find out", job.id, error)
 
 
 def _refused(job: Job, error: PredictionError) -> str:
@@ -253,28 +240,25 @@ async def send_create(
     params = _params(job, settings)
     client = client or client_for(settings)
     create: Callable[..., Awaitable[ReplicatePrediction]] = client.predictions.async_create
-    for attempt in range(1, retry.attempts + 1):
-        _retry_after.set(None)
-        try:
-            prediction = await create(**params)
-        except (ReplicateError, httpx.TransportError) as error:
-            if _ambiguous(error):
-                logger.warning(
-                    "job %s: no answer to its create (%r); the sweep will find out", job.id, error
-                )
-                return job
-            if attempt == retry.attempts or not _should_retry(error):
-                failure = _error(error)
-                reason = _refused(job, failure)
-                await store.transition(
-                    job.id, expected=[JobStatus.CREATING], new=JobStatus.FAILED, error=reason
-                )
-                raise failure from error
-            await anyio.sleep(retry.delay(attempt, retry_after=_retry_after.get()))
-        else:
-            attached = await store.attach_prediction(job.id, prediction_dict(prediction))
-            return attached or job
-    raise AssertionError("unreachable")  # pragma: no cover
+    try:
+        async for attempt in retrying(retry, on=_should_retry):
+            with attempt:
+                _retry_after.set(None)
+                prediction = await create(**params)
+    except (ReplicateError, httpx.TransportError) as error:
+        if _ambiguous(error):
+            _no_answer(job, error)
+            return job
+        failure = _error(error)
+        await store.transition(
+            job.id,
+            expected=[JobStatus.CREATING],
+            new=JobStatus.FAILED,
+            error=_refused(job, failure),
+        )
+        raise failure from error
+    attached = await store.attach_prediction(job.id, prediction_dict(prediction))
+    return attached or job
 
 
 def _send_create_sync(
@@ -288,28 +272,25 @@ def _send_create_sync(
     """:func:`send_create` for code with no event loop, with the blocking client."""
     params = _params(job, settings)
     client = client or client_for(settings)
-    for attempt in range(1, retry.attempts + 1):
-        _retry_after.set(None)
-        try:
-            prediction = client.predictions.create(**params)
-        except (ReplicateError, httpx.TransportError) as error:
-            if _ambiguous(error):
-                logger.warning(
-                    "job %s: no answer to its create (%r); the sweep will find out", job.id, error
-                )
-                return job
-            if attempt == retry.attempts or not _should_retry(error):
-                failure = _error(error)
-                reason = _refused(job, failure)
-                store.transition(
-                    job.id, expected=[JobStatus.CREATING], new=JobStatus.FAILED, error=reason
-                )
-                raise failure from error
-            time.sleep(retry.delay(attempt, retry_after=_retry_after.get()))
-        else:
-            attached = store.attach_prediction(job.id, prediction_dict(prediction))
-            return attached or job
-    raise AssertionError("unreachable")  # pragma: no cover
+    try:
+        for attempt in retrying(retry, on=_should_retry):
+            with attempt:
+                _retry_after.set(None)
+                prediction = client.predictions.create(**params)
+    except (ReplicateError, httpx.TransportError) as error:
+        if _ambiguous(error):
+            _no_answer(job, error)
+            return job
+        failure = _error(error)
+        store.transition(
+            job.id,
+            expected=[JobStatus.CREATING],
+            new=JobStatus.FAILED,
+            error=_refused(job, failure),
+        )
+        raise failure from error
+    attached = store.attach_prediction(job.id, prediction_dict(prediction))
+    return attached or job
 
 
 def create_webhook_prediction(
