@@ -19,14 +19,12 @@ import postprocess
 import report
 from measure import Section
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, run the scenarios in turn, and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller files")
-    parser.add_argument("--output", type=Path, default=DOCS, help=f"default: {DOCS}")
+    parser.add_argument("--output", type=Path, default=report.DOCS, help=f"default: {report.DOCS}")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
