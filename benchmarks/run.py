@@ -1,7 +1,9 @@
 """Run every benchmark side by side and write the tables to ``docs/benchmarks.md``.
 
-python benchmarks/run.py            # the full run, about two minutes on 2 cores
+python benchmarks/run.py            # the full run, about five minutes on 2 cores
 python benchmarks/run.py --quick    # fewer repeats, for a look
+
+The HTTP intake scenario needs wrk, uvicorn and gunicorn: `bash benchmarks/setup.sh`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import intake
+import intake_http
 import latency
 import postprocess
 import report
@@ -33,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, scenario in (
             ("latency", latency),
             ("intake", intake),
+            ("intake over HTTP", intake_http),
             ("post-processing", postprocess),
         ):
             print(f"{name}...", file=sys.stderr, flush=True)
