@@ -317,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     if args.write:
         report.replace_section(
-            args.output, result, script="benchmarks/intake_http.py", elapsed=elapsed
+            args.output,
+            result,
+            script="benchmarks/intake_http.py",
+            elapsed=elapsed,
+            after="Webhook intake throughput",
         )
         print(f"wrote {args.output} in {elapsed:.0f} s", file=sys.stderr)
     else:

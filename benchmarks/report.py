@@ -56,10 +56,12 @@ def write(path: Path, sections: Sequence[Section], *, elapsed: float) -> None:
     path.write_text(render(sections, command=command, elapsed=elapsed), encoding="utf-8")
 
 
-def replace_section(path: Path, section: Section, *, script: str, elapsed: float) -> None:
+def replace_section(
+    path: Path, section: Section, *, script: str, elapsed: float, after: str | None = None
+) -> None:
     """Put *section*, measured by *script* on its own, in place of the section of the same
-    title in the page at *path* (or after the last one), leaving the other sections as they
-    are; the section says that it was measured apart from them."""
+    title in the page at *path* (if it has none: after the section titled *after*, or last),
+    leaving the other sections as they are; the section says it was measured apart from them."""
     command = " ".join(["python", script, *sys.argv[1:]])
     when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     alone = (
@@ -71,12 +73,22 @@ def replace_section(path: Path, section: Section, *, script: str, elapsed: float
         path.write_text(render([section], command=command, elapsed=elapsed), encoding="utf-8")
         return
     lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
-    heading = f"## {section.title}"
-    start = lines.index(heading) if heading in lines else len(lines)
-    end = next((n for n in range(start + 1, len(lines)) if lines[n].startswith("## ")), len(lines))
+    if f"## {section.title}" in lines:
+        start = lines.index(f"## {section.title}")
+        end = _section_end(lines, start)
+    elif after is not None and f"## {after}" in lines:
+        start = end = _section_end(lines, lines.index(f"## {after}"))
+    else:
+        start = end = len(lines)
     before = lines[:start]
-    after = ["", *lines[end:]] if end < len(lines) else []
+    rest = ["", *lines[end:]] if end < len(lines) else []
     if before and before[-1] != "":
         before.append("")
-    page = [*before, *section_lines(section), *after]
+    page = [*before, *section_lines(section), *rest]
     path.write_text("\n".join(page) + "\n", encoding="utf-8")
+
+
+def _section_end(lines: list[str], start: int) -> int:
+    """The index of the heading after the section that starts at *start* (or the end)."""
+    following = (n for n in range(start + 1, len(lines)) if lines[n].startswith("## "))
+    return next(following, len(lines))
