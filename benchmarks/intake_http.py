@@ -10,6 +10,7 @@ python benchmarks/intake_http.py --seconds 1 --only fastapi --stores sqlite   # 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import secrets
@@ -241,26 +242,28 @@ def _count(number: int, noun: str) -> str:
 
 def method(options: Options) -> str:
     """How the figures were made, for the report."""
+    fast = all(importlib.util.find_spec(name) for name in ("uvloop", "httptools"))
+    uvicorn = "uvicorn with uvloop and httptools" if fast else "uvicorn (asyncio, h11)"
+    postgres = sa.engine.make_url(POSTGRES)
     return (
-        f"Each server runs in a process of its own with one worker on 127.0.0.1: uvicorn "
-        f"(uvloop, httptools) for FastAPI and the bare Starlette endpoint, gunicorn with one "
-        f"`gthread` worker of {GUNICORN_THREADS} threads for Flask and the bare Flask view. "
-        f"The bare endpoints sit at the webhook route and only read the body. "
-        f"`wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{options.seconds}s --latency` (C, Debian's "
-        f"package) sends each request as a fresh signed `succeeded` delivery (about 1 KiB) for "
-        f"a job made pending just before the round, read from a file by `deliveries.lua`; the "
-        f"bare endpoint gets the same bytes. The servers are measured in turn, "
-        f"{_count(options.rounds, 'round')} of {options.seconds} s after a "
-        f"{WARMUP_SECONDS} s warm-up each, rotating which goes first; each round makes "
-        f"{HEADROOM:g} times as many "
-        f"deliveries as the fastest round so far could send. The dispatcher drops the jobs it "
-        f"is given, so intake is measured, not processing. A cell is the median of the rounds "
-        f"with their range in brackets; Latency max is the largest of all rounds. "
-        f"vs bare: each round's requests/s "
-        f"over the bare endpoint's in the same round. Failed: any status outside 2xx "
-        f"(a 404 or a 503 included) and socket errors; wrk's timeout is 10 s. PostgreSQL "
-        f"tables get a fresh prefix for the run and are dropped after it. wrk shares the "
-        f"machine's cores with the server."
+        f"Each server runs in a process of its own with one worker, on 127.0.0.1: {uvicorn} "
+        f"for FastAPI and for a bare Starlette endpoint, gunicorn with one `gthread` worker of "
+        f"{GUNICORN_THREADS} threads for Flask and for a bare Flask view. The bare endpoints "
+        f"sit at the webhook route and only read the body. "
+        f"`wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{options.seconds}s --latency` (written in C; "
+        f"`bash benchmarks/setup.sh` installs it) sends every request as a fresh signed "
+        f"`succeeded` delivery (about 1 KiB) for a job made pending just before the round, "
+        f"read from a file by `benchmarks/deliveries.lua`; the bare endpoint gets the same "
+        f"bytes. The servers take turns: {_count(options.rounds, 'round')} of "
+        f"{options.seconds} s after a {WARMUP_SECONDS} s warm-up each, rotating which goes "
+        f"first; each round makes {HEADROOM:g} times as many deliveries as the fastest round "
+        f"so far could send. The dispatcher drops the jobs it is given, so intake is measured, "
+        f"not processing. PostgreSQL is `{postgres.render_as_string(hide_password=True)}`, "
+        f"with a fresh table prefix, dropped afterwards. A cell is the median of the rounds "
+        f"with their range in brackets; Latency max is the largest of any round. vs bare: "
+        f"each round's requests/s over the bare endpoint's in the same round. Failed: any "
+        f"status outside 2xx (a 404 or 503 included) and socket errors; wrk's timeout is "
+        f"10 s. wrk shares the machine's cores with the server."
     )
 
 
