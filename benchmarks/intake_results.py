@@ -93,7 +93,7 @@ def _raw_row(outcome: Outcome) -> list[object]:
 
 
 def _verdict(held: bool) -> str:
-    return "met" if held else "**missed**"
+    return "met" if held else "missed"
 
 
 def _target_rows(outcome: Outcome, bare_name: str) -> list[list[object]]:
