@@ -5,18 +5,21 @@ uvicorn --app-dir benchmarks --factory intake_apps:fastapi_app
 gunicorn --chdir benchmarks 'intake_apps:flask_app()'
 
 The store and the signing secret come from the environment (``StoreSpec.environ``), so that the
-benchmark, which makes the pending jobs, and the server, which takes their deliveries, open the
-same database.
+benchmark, which makes the pending jobs (in ``fresh_stores``), and the server, which takes their
+deliveries, open the same database.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import secrets
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
+import sqlalchemy as sa
 
 from replicate_audio import Settings
 from replicate_audio.app import ReplicateAudio
@@ -26,6 +29,7 @@ PREFIX = "/api"
 #: Where the bare endpoints listen: the adapters' webhook route, so that routing costs the same.
 WEBHOOK_ROUTE = "/replicate-webhook/{content_type}/{content_id}"
 READY = "/ready"  # answered once the app has started, for the benchmark to wait on
+POSTGRES = os.environ.get("BENCHMARK_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @attrs.frozen
@@ -59,6 +63,49 @@ class StoreSpec:
         """The spec and the secret that :meth:`environ` wrote."""
         spec = cls(environ["BENCHMARK_STORE"], environ.get("BENCHMARK_TABLE_PREFIX", ""))
         return spec, environ["BENCHMARK_SECRET"]
+
+
+@contextmanager
+def fresh_stores(
+    kinds: Sequence[str], folder: Path, notes: list[str]
+) -> Iterator[dict[str, tuple[StoreSpec, Store]]]:
+    """Open a fresh store of each kind; PostgreSQL tables get a prefix of their own, dropped
+    afterwards. A kind that cannot be opened is left out, with a note."""
+    specs, opened = {}, {}
+    prefix = f"bench_{secrets.token_hex(4)}_"
+    if "sqlite" in kinds:
+        specs["sqlite"] = StoreSpec(f"sqlite:///{folder / 'intake.sqlite3'}")
+    if "postgres" in kinds:
+        specs["postgres"] = StoreSpec(POSTGRES, table_prefix=prefix)
+    try:
+        for kind, spec in specs.items():
+            try:
+                opened[kind] = (spec, spec.open())
+            except Exception as error:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+                notes.append(f"{kind} skipped: `{spec.url}` could not be opened ({reason}).")
+        yield opened
+    finally:
+        for _, store in opened.values():
+            store.close()
+        if "postgres" in specs:
+            try:
+                _drop_tables(POSTGRES, prefix)
+            except sa.exc.OperationalError:
+                if "postgres" in opened:
+                    raise
+
+
+def _drop_tables(url: str, prefix: str) -> None:
+    """Drop every table whose name starts with *prefix*, whatever the store made."""
+    engine = sa.create_engine(sa.engine.make_url(url).set(drivername="postgresql+psycopg"))
+    query = "SELECT tablename FROM pg_tables WHERE left(tablename, length(:p)) = :p"
+    try:
+        with engine.begin() as connection:
+            for name in connection.execute(sa.text(query), {"p": prefix}).scalars().all():
+                connection.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+    finally:
+        engine.dispose()
 
 
 class NullDispatcher:

@@ -17,14 +17,14 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import attrs
+import report
 import sqlalchemy as sa
-from intake_apps import PREFIX, READY, StoreSpec
+from intake_apps import POSTGRES, PREFIX, READY, fresh_stores
 from intake_results import Outcome, section
 from loadgen import Run, SignedRequest, missing_tools, serve, write_requests, wrk
 from measure import Section
@@ -41,7 +41,6 @@ WARMUP_SECONDS = 1
 MIN_BATCH = 2000
 # Deliveries made per round: this many times what the fastest round so far could send.
 HEADROOM = 2.0
-POSTGRES = os.environ.get("BENCHMARK_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 STORES = ("sqlite", "postgres")
 FRAMEWORKS = ("fastapi", "flask")
 
@@ -123,48 +122,6 @@ FRAMEWORK_SETUP = {
 }
 
 
-@contextmanager
-def _stores(
-    kinds: Sequence[str], folder: Path, notes: list[str]
-) -> Iterator[dict[str, tuple[StoreSpec, Store]]]:
-    """Open a fresh store of each kind; PostgreSQL tables get a prefix of their own, dropped
-    afterwards. A kind that cannot be opened is left out, with a note."""
-    specs, opened = {}, {}
-    prefix = f"bench_{secrets.token_hex(4)}_"
-    if "sqlite" in kinds:
-        specs["sqlite"] = StoreSpec(f"sqlite:///{folder / 'intake.sqlite3'}")
-    if "postgres" in kinds:
-        specs["postgres"] = StoreSpec(POSTGRES, table_prefix=prefix)
-    try:
-        for kind, spec in specs.items():
-            try:
-                opened[kind] = (spec, spec.open())
-            except Exception as error:
-                notes.append(f"{kind} skipped: `{spec.url}` could not be opened ({error}).")
-        yield opened
-    finally:
-        for _, store in opened.values():
-            store.close()
-        if "postgres" in specs:
-            try:
-                _drop_tables(POSTGRES, prefix)
-            except sa.exc.OperationalError:
-                if "postgres" in opened:
-                    raise
-
-
-def _drop_tables(url: str, prefix: str) -> None:
-    """Drop every table whose name starts with *prefix*, whatever the store made."""
-    engine = sa.create_engine(sa.engine.make_url(url).set(drivername="postgresql+psycopg"))
-    query = "SELECT tablename FROM pg_tables WHERE left(tablename, length(:p)) = :p"
-    try:
-        with engine.begin() as connection:
-            for name in connection.execute(sa.text(query), {"p": prefix}).scalars().all():
-                connection.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-    finally:
-        engine.dispose()
-
-
 def _batch_size(rate: float, seconds: float) -> int:
     """Enough deliveries that a round at up to HEADROOM times *rate* sends none twice."""
     return max(MIN_BATCH, int(HEADROOM * rate * seconds) + CONNECTIONS)
@@ -177,7 +134,7 @@ def measure_framework(
     measure them in turn, round after round, rotating which goes first."""
     server, bare, factory = FRAMEWORK_SETUP[framework]
     secret = generate_secret()
-    with _stores(options.stores, folder, notes) as stores, ExitStack() as servers:
+    with fresh_stores(options.stores, folder, notes) as stores, ExitStack() as servers:
         if not stores:
             notes.append(f"{framework}: no store could be opened, so nothing was measured.")
             return []
@@ -296,8 +253,6 @@ def run(*, quick: bool, folder: Path, options: Options | None = None) -> Section
 
 def main(argv: list[str] | None = None) -> int:
     """Run the scenario alone; print its section, or write it into docs/benchmarks.md."""
-    import report
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="per round (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="per server (default 3)")
