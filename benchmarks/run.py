@@ -1,7 +1,9 @@
 """Run every benchmark side by side and write the tables to ``docs/benchmarks.md``.
 
-python benchmarks/run.py            # the full run, about two minutes on 2 cores
+python benchmarks/run.py            # the full run, about five minutes on 2 cores
 python benchmarks/run.py --quick    # fewer repeats, for a look
+
+The HTTP intake scenario needs wrk, uvicorn and gunicorn: `bash benchmarks/setup.sh`.
 """
 
 from __future__ import annotations
@@ -14,19 +16,18 @@ import time
 from pathlib import Path
 
 import intake
+import intake_http
 import latency
 import postprocess
 import report
 from measure import Section
-
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, run the scenarios in turn, and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller files")
-    parser.add_argument("--output", type=Path, default=DOCS, help=f"default: {DOCS}")
+    parser.add_argument("--output", type=Path, default=report.DOCS, help=f"default: {report.DOCS}")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, scenario in (
             ("latency", latency),
             ("intake", intake),
+            ("intake over HTTP", intake_http),
             ("post-processing", postprocess),
         ):
             print(f"{name}...", file=sys.stderr, flush=True)
