@@ -29,7 +29,8 @@ PREFIX = "/api"
 #: Where the bare endpoints listen: the adapters' webhook route, so that routing costs the same.
 WEBHOOK_ROUTE = "/replicate-webhook/{content_type}/{content_id}"
 READY = "/ready"  # answered once the app has started, for the benchmark to wait on
-POSTGRES = os.environ.get("BENCHMARK_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# The servers use an async driver (asyncpg); the benchmark itself makes jobs with psycopg.
+POSTGRES = os.environ.get("BENCHMARK_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
 @attrs.frozen
@@ -44,11 +45,17 @@ class StoreSpec:
         """True for a SQLite file (``sqlite:///path``)."""
         return self.url.startswith("sqlite:///")
 
-    def open(self) -> Store:
-        """Open the store (the caller closes it)."""
+    def open(self, *, blocking_driver: bool = False) -> Store:
+        """Open the store (the caller closes it); *blocking_driver* swaps an async
+        PostgreSQL driver for psycopg's sync one, for use across several event loops."""
         if self.is_sqlite:
             return SQLiteStore(self.url.removeprefix("sqlite:///"))
-        return SQLAlchemyStore(self.url, table_prefix=self.table_prefix)
+        url = sa.engine.make_url(self.url)
+        if blocking_driver:
+            url = url.set(drivername="postgresql+psycopg")
+        return SQLAlchemyStore(
+            url.render_as_string(hide_password=False), table_prefix=self.table_prefix
+        )
 
     def environ(self, secret: str) -> dict[str, str]:
         """The environment variables a server reads this spec and *secret* from."""
@@ -80,7 +87,7 @@ def fresh_stores(
     try:
         for kind, spec in specs.items():
             try:
-                opened[kind] = (spec, spec.open())
+                opened[kind] = (spec, spec.open(blocking_driver=True))
             except Exception as error:
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
                 notes.append(f"{kind} skipped: `{spec.url}` could not be opened ({reason}).")

@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import anyio
 import attrs
 import report
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ from loadgen import Run, SignedRequest, missing_tools, serve, write_requests, wr
 from measure import Section
 
 from replicate_audio import Settings
-from replicate_audio.jobs import Job
+from replicate_audio.jobs import Job, new_job_id
 from replicate_audio.storage import Store
 from replicate_audio.testing import generate_secret, sign_webhook
 
@@ -50,19 +51,37 @@ def pending_deliveries(store: Store, count: int, secret: str) -> list[SignedRequ
     Replicate would send for each (path with its query, headers, body).
 
     The one function that knows how jobs are made and what their webhook URLs look like:
-    adapt it, and nothing else, when the job API changes (with issue 8's: the job gets a
-    library-minted id, a prediction id is attached to it, the payload carries the prediction
-    id, and the webhook URL ``?job=<job id>``).
+    each job is recorded under a library-minted id, its prediction id attached as a create
+    would, and its webhook URL carries ``?job=<job id>``.
     """
     settings = Settings(webhook_prefix=PREFIX)
     run = secrets.token_hex(4)
+    jobs = [
+        (
+            Job(id=new_job_id(), content_type="sound_effect", content_id=f"{run}-{n}"),
+            f"p{run}{n:06d}",
+        )
+        for n in range(count)
+    ]
+
+    async def record() -> None:
+        limit = anyio.Semaphore(32)
+
+        async def one(job: Job, prediction_id: str) -> None:
+            async with limit:
+                await store.create_job(job)
+                await store.attach_prediction(job.id, {"id": prediction_id, "status": "starting"})
+
+        async with anyio.create_task_group() as group:
+            for job, prediction_id in jobs:
+                group.start_soon(one, job, prediction_id)
+
+    anyio.run(record)
     deliveries = []
-    for n in range(count):
-        job = Job(id=f"p{run}{n:06d}", content_type="sound_effect", content_id=f"{run}-{n}")
-        store.create_job(job)
-        url = urlsplit(settings.webhook_url(job.content_type, job.content_id))
+    for job, prediction_id in jobs:
+        url = urlsplit(settings.webhook_url(job.content_type, job.content_id, job.id))
         path = f"{url.path}?{url.query}" if url.query else url.path
-        body = prediction_body(job.id)
+        body = prediction_body(prediction_id)
         headers = {"Content-Type": "application/json", **sign_webhook(body, secret)}
         deliveries.append(SignedRequest(path, headers, body))
     return deliveries
