@@ -87,13 +87,15 @@ class _Lane:
     queue: deque[Delivery] = attrs.Factory(deque)
     held: list[Delivery] = attrs.Factory(list)
     busy: bool = False
+    gated: bool = False  # queued deliveries wait until the prediction's create has answered
 
 
 class WebhookSender:
     """Sends each prediction's webhooks in order (one lane per prediction), retrying terminal ones.
 
     Lanes run on a small thread pool; waits (the ``delay`` fault, retry backoff) go back to
-    the scheduler, so a slow receiver or a long backoff never holds a worker.
+    the scheduler, so a slow receiver or a long backoff never holds a worker. A lane opened
+    with :meth:`hold` queues but sends nothing until :meth:`open`.
     """
 
     def __init__(
@@ -121,6 +123,20 @@ class WebhookSender:
             limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
             headers={"user-agent": "replicate-audio-simulator", "content-type": "application/json"},
         )
+
+    def hold(self, prediction_id: str) -> None:
+        """Open the prediction's lane gated: what it queues waits for :meth:`open`."""
+        with self._lock:
+            self._lanes.setdefault(prediction_id, _Lane()).gated = True
+
+    def open(self, prediction_id: str) -> None:
+        """Lift the gate of :meth:`hold` and start sending, in the order queued."""
+        with self._lock:
+            lane = self._lanes.get(prediction_id)
+            if lane is None:
+                return
+            lane.gated = False
+        self._wake(lane)
 
     def enqueue(self, delivery: Delivery) -> None:
         """Queue every copy of *delivery* (or hold them, for the out-of-order fault)."""
@@ -159,7 +175,7 @@ class WebhookSender:
 
     def _wake(self, lane: _Lane) -> None:
         with self._lock:
-            if lane.busy or self._closed or not lane.queue:
+            if lane.busy or lane.gated or self._closed or not lane.queue:
                 return
             lane.busy = True
             self._pool.submit(self._pump, lane)

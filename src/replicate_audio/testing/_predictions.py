@@ -164,6 +164,9 @@ class PredictionBook:
         run_time = self.run_time if spec.run_time is None else spec.run_time
         with self.lock:
             self.predictions[prediction.id] = prediction
+            if self.sender is not None:
+                # Queued in order from now on, but sent only once the create has answered.
+                self.sender.hold(prediction.id)
             self.emit(prediction, "start")
             answer = prediction.to_json(self.base_url)
         self.call_later(run_time * 0.25, lambda: self._process(prediction))
@@ -172,6 +175,11 @@ class PredictionBook:
         outcome = "failed" if faults.fail_with is not None else "succeeded"
         self.call_later(run_time, lambda: self.finish(prediction, outcome))
         return answer
+
+    def answered(self, prediction_id: str) -> None:
+        """The create has answered: the prediction's webhooks may leave, in order."""
+        if self.sender is not None:
+            self.sender.open(prediction_id)
 
     def get(self, prediction_id: str) -> SimulatedPrediction:
         with self.lock:

@@ -93,8 +93,14 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             body: Any = json.loads(raw) if raw else {}
         except ValueError:
             body = None
-        status, answer, headers = sim._create(self.path, body, dict(self.headers.items()), model)
-        self._json(status, answer, headers=headers, problem_json=status >= 400)
+        answer = sim._create(self.path, body, dict(self.headers.items()), model)
+        with sim._desk.answering(answer):
+            self._json(
+                answer.status,
+                answer.body,
+                headers=answer.headers,
+                problem_json=answer.status >= 400,
+            )
 
     def _check_token(self) -> None:
         value = self.headers.get("authorization", "")

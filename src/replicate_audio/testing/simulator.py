@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import AllowedOrigin, Settings
 from ..errors import ConfigurationError, ReplicateAudioError
 from ._delivery import Scheduler, WebhookSender
-from ._intake import CreateDesk
+from ._intake import CreateAnswer, CreateDesk
 from ._introspection import SimulatorIntrospection
 from ._outputs import DownloadPlan, OutputFiles
 from ._predictions import FORMATS, PredictionBook
@@ -273,7 +273,7 @@ class ReplicateSimulator(SimulatorIntrospection):
 
     def _create(
         self, path: str, body: Any, headers: dict[str, str], model: str | None
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> CreateAnswer:
         return self._desk.create(path, body, headers, model)
 
     def _json(self, prediction_id: str) -> dict[str, Any]:
