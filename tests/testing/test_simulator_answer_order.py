@@ -1,4 +1,4 @@
-"""When webhooks leave relative to the create's answer: only after it."""
+"""When webhooks leave relative to the create's answer: after it, or before it (early_webhooks)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from recording_receiver import Receiver
+import httpx
+import pytest
+from recording_receiver import Received, Receiver
 
-from replicate_audio.testing import ReplicateSimulator
+from replicate_audio.testing import Faults, ReplicateSimulator
 
 MODEL = "stability-ai/stable-audio-2.5"
 EVENTS = ["start", "logs", "output", "completed"]
@@ -123,3 +125,90 @@ def test_no_webhook_leaves_while_the_create_is_still_answering(
     assert (status, answer["status"]) == (201, "starting")
     sim.wait_until(lambda: len(receiver.snapshot()) == 2)
     assert [r.path for r in receiver.snapshot()] == ["/answered", "/unanswered"]
+
+
+def test_early_webhooks_arrive_before_the_create_answers(
+    sim: ReplicateSimulator, receiver: Receiver
+) -> None:
+    """early_webhooks: start..completed arrive, the output already downloadable, while the
+    create has not answered; then it answers 'starting', and GET shows 'succeeded'."""
+    sim.queue_faults(Faults(early_webhooks=True))
+    downloads: list[int] = []
+    body = {"input": {"duration": 1}, "webhook": f"{receiver.url}/hook"}
+    with connected(sim) as sock:
+        seen: list[bytes | None] = []
+
+        def on_post(received: Received) -> None:
+            seen.append(waiting_answer(sock))
+            prediction = json.loads(received.body)
+            if prediction["status"] == "succeeded":
+                downloads.append(httpx.get(prediction["output"]).status_code)
+
+        receiver.on_post = on_post
+        send_create(sim, sock, {**body, "webhook_events_filter": EVENTS})
+        status, answer = read_answer(sock)
+    assert [d.event for d in sim.deliveries] == EVENTS  # all attempted before the answer
+    assert seen == [None] * 4  # not a byte of the answer had been written
+    assert downloads == [200]
+    assert (status, answer["status"]) == (201, "starting")
+    assert sim.get_prediction(str(answer["id"]))["status"] == "succeeded"
+
+
+def test_early_completed_webhook_that_fails_is_retried_after_the_answer(
+    sim: ReplicateSimulator, receiver: Receiver
+) -> None:
+    """The create answers once the first attempt of 'completed' has failed; the retries
+    follow as usual. Through the real client: it hears 'starting' after 'succeeded' was sent."""
+    sim.queue_faults(Faults(early_webhooks=True))
+    receiver.statuses = [500]
+    prediction = sim.client().predictions.create(
+        model=MODEL,
+        input={"duration": 1},
+        webhook=f"{receiver.url}/hook",
+        webhook_events_filter=["completed"],
+    )
+    assert prediction.status == "starting"
+    first = receiver.snapshot()[0]  # already there when the create returned
+    assert json.loads(first.body)["status"] == "succeeded"
+    sim.wait_idle()
+    assert [(d.attempt, d.status_code) for d in sim.deliveries] == [(1, 500), (2, 200)]
+
+
+@pytest.mark.parametrize(
+    ("faults", "status"),
+    [
+        (Faults(early_webhooks=True), "succeeded"),
+        (Faults(early_webhooks=True, fail_with="CUDA out of memory"), "failed"),
+    ],
+)
+def test_early_webhooks_without_a_webhook_still_finish_before_the_answer(
+    sim: ReplicateSimulator, faults: Faults, status: str
+) -> None:
+    """With no webhook to send, the prediction has still finished when the create returns."""
+    sim.queue_faults(faults)
+    prediction = sim.client().predictions.create(model=MODEL, input={"duration": 1})
+    assert prediction.status == "starting"
+    assert sim.get_prediction(prediction.id)["status"] == status
+
+
+def test_early_webhooks_wait_out_a_dropped_or_filtered_completed(
+    sim: ReplicateSimulator, receiver: Receiver
+) -> None:
+    """A completed webhook that will never be sent (dropped, or filtered out) does not hold
+    the create's answer."""
+    client = sim.client()
+    sim.queue_faults(Faults(early_webhooks=True, drop_ratio=1.0))
+    dropped = client.predictions.create(
+        model=MODEL, input={"duration": 1}, webhook=f"{receiver.url}/hook"
+    )
+    sim.queue_faults(Faults(early_webhooks=True))
+    filtered = client.predictions.create(
+        model=MODEL,
+        input={"duration": 1},
+        webhook=f"{receiver.url}/hook",
+        webhook_events_filter=["start"],
+    )
+    for prediction in (dropped, filtered):
+        assert sim.get_prediction(prediction.id)["status"] == "succeeded"
+    sim.wait_idle()
+    assert [json.loads(r.body)["status"] for r in receiver.snapshot()] == ["starting"]

@@ -80,6 +80,8 @@ class Delivery:
     copy: int = 1
     attempt: int = 1
     not_before: float = 0.0
+    # Set once this delivery's first attempt has finished (the early_webhooks fault waits on it).
+    attempted: threading.Event | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.define
@@ -198,6 +200,8 @@ class WebhookSender:
                 self._scheduler.call_later(wait, lambda: self._resume(lane))
                 return  # the lane stays busy until the scheduler resumes it
             ok = self._post(delivery)
+            if delivery.attempted is not None:
+                delivery.attempted.set()
             with self._lock:
                 if not ok and delivery.terminal and delivery.attempt <= len(self._retry_delays):
                     delay = self._retry_delays[delivery.attempt - 1]

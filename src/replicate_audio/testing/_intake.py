@@ -101,9 +101,15 @@ class CreateDesk:
     """
 
     def __init__(
-        self, *, book: PredictionBook, models: Mapping[str, ModelSpec], lock: threading.RLock
+        self,
+        *,
+        book: PredictionBook,
+        models: Mapping[str, ModelSpec],
+        lock: threading.RLock,
+        stopping: threading.Event,
     ) -> None:
         self._book, self._models, self._lock = book, models, lock
+        self._stopping = stopping
         self._faults = Faults()
         self._throttle = 0
         self._errors: deque[int] = deque()
@@ -177,9 +183,18 @@ class CreateDesk:
 
     @contextmanager
     def answering(self, answer: CreateAnswer) -> Iterator[None]:
-        """Around the writing of *answer*: the prediction's webhooks leave after it."""
+        """Around the writing of *answer*: the prediction's webhooks leave after it, or, with
+        the early_webhooks fault, before it (until the completed one's first attempt ends)."""
+        if answer.prediction_id is None:
+            yield
+            return
+        prediction = self._book.get(answer.prediction_id)
         try:
+            if prediction.faults.early_webhooks:
+                self._book.finish_early(prediction)
+                while not prediction.terminal_attempted.wait(0.05):
+                    if self._stopping.is_set():
+                        break
             yield
         finally:
-            if answer.prediction_id is not None:
-                self._book.answered(answer.prediction_id)
+            self._book.answered(prediction.id)

@@ -71,6 +71,9 @@ class SimulatedPrediction:
     error: str | None = None
     logs: str = ""
     downloads: int = 0
+    # Set once the first attempt of the completed webhook has finished, or at once when
+    # none will be sent (no webhook, filtered out, dropped).
+    terminal_attempted: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)
 
     def to_json(self, base_url: str) -> dict[str, Any]:
         api = f"{base_url}/v1/predictions/{self.id}"
@@ -129,6 +132,7 @@ class PredictionBook:
         self.base_url = ""
         self.call_later: Callable[[float, Callable[[], None]], None] = lambda d, c: None
         self.sender: WebhookSender | None = None
+        self.make_output: Callable[[SimulatedPrediction], object] = lambda p: None
 
     def create(
         self,
@@ -181,6 +185,16 @@ class PredictionBook:
         if self.sender is not None:
             self.sender.open(prediction_id)
 
+    def finish_early(self, prediction: SimulatedPrediction) -> None:
+        """The early_webhooks fault: run *prediction* to its end now, output file made,
+        and let its webhooks leave before the create answers."""
+        failing = prediction.faults.fail_with is not None
+        if not failing:
+            self.make_output(prediction)
+        self._process(prediction)
+        self.finish(prediction, "failed" if failing else "succeeded")
+        self.answered(prediction.id)
+
     def get(self, prediction_id: str) -> SimulatedPrediction:
         with self.lock:
             prediction = self.predictions.get(prediction_id)
@@ -221,7 +235,10 @@ class PredictionBook:
 
     def emit(self, prediction: SimulatedPrediction, event: str) -> None:
         """Queue the webhook for *event*, if asked for; called with the lock held, in order."""
+        terminal = event == "completed"
         if prediction.webhook is None or event not in prediction.events or self.sender is None:
+            if terminal:
+                prediction.terminal_attempted.set()
             return
         delivery = Delivery(
             prediction_id=prediction.id,
@@ -230,13 +247,16 @@ class PredictionBook:
             status=prediction.status,
             url=prediction.webhook,
             body=json.dumps(prediction.to_json(self.base_url)).encode(),
-            terminal=event == "completed",
+            terminal=terminal,
             faults=prediction.faults,
+            attempted=prediction.terminal_attempted if terminal else None,
         )
         ratio = prediction.faults.drop_ratio
         if not (ratio and self._rng.random() < ratio):
             self.sender.enqueue(delivery)
             return
+        if terminal:
+            prediction.terminal_attempted.set()
         self._record(
             DeliveryRecord(
                 prediction_id=prediction.id,

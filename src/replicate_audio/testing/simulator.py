@@ -81,10 +81,12 @@ class ReplicateSimulator(SimulatorIntrospection):
             run_time=run_time, lock=self._lock, seed=seed, record=self._record_delivery
         )
         self._models: dict[str, ModelSpec] = {}
-        self._desk = CreateDesk(book=self._book, models=self._models, lock=self._lock)
+        self._stopping = threading.Event()
+        self._desk = CreateDesk(
+            book=self._book, models=self._models, lock=self._lock, stopping=self._stopping
+        )
         self._deliveries: list[DeliveryRecord] = []
         self._downloads: list[DownloadRecord] = []
-        self._stopping = threading.Event()
         self._server: SimulatorServer | None = None
         self._scheduler: Scheduler | None = None
         self._sender: WebhookSender | None = None
@@ -127,6 +129,8 @@ class ReplicateSimulator(SimulatorIntrospection):
         self._book.base_url = self.url
         self._book.call_later = self._scheduler.call_later
         self._book.sender = self._sender
+        outputs = self._outputs
+        self._book.make_output = lambda p: outputs.audio(p.duration, p.output_format)
         self._scheduler.start()
         threading.Thread(
             target=self._server.serve_forever,
