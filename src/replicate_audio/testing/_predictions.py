@@ -128,6 +128,7 @@ class PredictionBook:
         self.predictions: dict[str, SimulatedPrediction] = {}
         self._rng = random.Random(seed)
         self._record = record
+        self._last_created = 0  # microseconds since the epoch: creation times never repeat
         # Wired by the simulator when it starts.
         self.base_url = ""
         self.call_later: Callable[[float, Callable[[], None]], None] = lambda d, c: None
@@ -153,20 +154,23 @@ class PredictionBook:
             raise Problem(
                 422, "Input validation failed", f"- input.output_format: must be one of {FORMATS}"
             )
-        prediction = SimulatedPrediction(
-            id=new_prediction_id(),
-            model=spec,
-            version=version,
-            input=json.loads(json.dumps(data)),
-            webhook=webhook,
-            events=events,
-            faults=faults,
-            duration=duration,
-            output_format=output_format,
-            created_at=time.time(),
-        )
+        data = json.loads(json.dumps(data))
         run_time = self.run_time if spec.run_time is None else spec.run_time
         with self.lock:
+            # Unique to the microsecond (the precision shown), so list cursors never tie.
+            self._last_created = max(time.time_ns() // 1000, self._last_created + 1)
+            prediction = SimulatedPrediction(
+                id=new_prediction_id(),
+                model=spec,
+                version=version,
+                input=data,
+                webhook=webhook,
+                events=events,
+                faults=faults,
+                duration=duration,
+                output_format=output_format,
+                created_at=self._last_created / 1_000_000,
+            )
             self.predictions[prediction.id] = prediction
             if self.sender is not None:
                 # Queued in order from now on, but sent only once the create has answered.
