@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,7 +20,10 @@ class Received:
 
 
 class Receiver(ThreadingHTTPServer):
-    """Records every POST; answers with the next status of ``statuses`` (then ``default``)."""
+    """Records every POST; answers with the next status of ``statuses`` (then ``default``).
+
+    ``on_post``, when set, runs with each request before it is answered.
+    """
 
     daemon_threads = True
     request_queue_size = 512
@@ -29,6 +33,7 @@ class Receiver(ThreadingHTTPServer):
         self.statuses: list[int] = []
         self.default = 200
         self.location: str | None = None
+        self.on_post: Callable[[Received], None] | None = None
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _ReceiverHandler)
 
@@ -54,10 +59,11 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        received = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        if self.server.on_post is not None:
+            self.server.on_post(received)
         with self.server.lock:
-            self.server.received.append(
-                Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
+            self.server.received.append(received)
             status = self.server.statuses.pop(0) if self.server.statuses else self.server.default
         self.send_response(status)
         if 300 <= status < 400 and self.server.location:

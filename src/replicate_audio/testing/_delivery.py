@@ -80,6 +80,8 @@ class Delivery:
     copy: int = 1
     attempt: int = 1
     not_before: float = 0.0
+    # Set once this delivery's first attempt has finished (the early_webhooks fault waits on it).
+    attempted: threading.Event | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.define
@@ -87,13 +89,15 @@ class _Lane:
     queue: deque[Delivery] = attrs.Factory(deque)
     held: list[Delivery] = attrs.Factory(list)
     busy: bool = False
+    gated: bool = False  # queued deliveries wait until the prediction's create has answered
 
 
 class WebhookSender:
     """Sends each prediction's webhooks in order (one lane per prediction), retrying terminal ones.
 
     Lanes run on a small thread pool; waits (the ``delay`` fault, retry backoff) go back to
-    the scheduler, so a slow receiver or a long backoff never holds a worker.
+    the scheduler, so a slow receiver or a long backoff never holds a worker. A lane opened
+    with :meth:`hold` queues but sends nothing until :meth:`open`.
     """
 
     def __init__(
@@ -121,6 +125,20 @@ class WebhookSender:
             limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
             headers={"user-agent": "replicate-audio-simulator", "content-type": "application/json"},
         )
+
+    def hold(self, prediction_id: str) -> None:
+        """Open the prediction's lane gated: what it queues waits for :meth:`open`."""
+        with self._lock:
+            self._lanes.setdefault(prediction_id, _Lane()).gated = True
+
+    def open(self, prediction_id: str) -> None:
+        """Lift the gate of :meth:`hold` and start sending, in the order queued."""
+        with self._lock:
+            lane = self._lanes.get(prediction_id)
+            if lane is None:
+                return
+            lane.gated = False
+        self._wake(lane)
 
     def enqueue(self, delivery: Delivery) -> None:
         """Queue every copy of *delivery* (or hold them, for the out-of-order fault)."""
@@ -159,7 +177,7 @@ class WebhookSender:
 
     def _wake(self, lane: _Lane) -> None:
         with self._lock:
-            if lane.busy or self._closed or not lane.queue:
+            if lane.busy or lane.gated or self._closed or not lane.queue:
                 return
             lane.busy = True
             self._pool.submit(self._pump, lane)
@@ -182,6 +200,8 @@ class WebhookSender:
                 self._scheduler.call_later(wait, lambda: self._resume(lane))
                 return  # the lane stays busy until the scheduler resumes it
             ok = self._post(delivery)
+            if delivery.attempted is not None:
+                delivery.attempted.set()
             with self._lock:
                 if not ok and delivery.terminal and delivery.attempt <= len(self._retry_delays):
                     delay = self._retry_delays[delivery.attempt - 1]

@@ -6,9 +6,12 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
+
+import attrs
 
 from ._predictions import NOT_FOUND, UNAUTHENTICATED, PredictionBook, Problem
 from .faults import CreateRecord, Faults, ModelSpec
@@ -81,6 +84,16 @@ def create_error(status: int) -> Problem:
     return Problem(status, title, detail)
 
 
+@attrs.frozen
+class CreateAnswer:
+    """What a create request answers: status, JSON body, extra headers, the prediction made."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+    prediction_id: str | None
+
+
 class CreateDesk:
     """Answers create requests: 429s while throttled, else checks them and books a prediction.
 
@@ -88,9 +101,15 @@ class CreateDesk:
     """
 
     def __init__(
-        self, *, book: PredictionBook, models: Mapping[str, ModelSpec], lock: threading.RLock
+        self,
+        *,
+        book: PredictionBook,
+        models: Mapping[str, ModelSpec],
+        lock: threading.RLock,
+        stopping: threading.Event,
     ) -> None:
         self._book, self._models, self._lock = book, models, lock
+        self._stopping = stopping
         self._faults = Faults()
         self._throttle = 0
         self._errors: deque[int] = deque()
@@ -118,8 +137,8 @@ class CreateDesk:
 
     def create(
         self, path: str, body: Any, headers: dict[str, str], model: str | None
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Answer one create request (status, JSON body, extra headers) and record it."""
+    ) -> CreateAnswer:
+        """Answer one create request and record it; write the answer inside :meth:`answering`."""
         extra: dict[str, str] = {}
         prediction_id = None
         try:
@@ -160,4 +179,22 @@ class CreateDesk:
         )
         with self._lock:
             self.records.append(record)
-        return status, answer, extra
+        return CreateAnswer(status, answer, extra, prediction_id)
+
+    @contextmanager
+    def answering(self, answer: CreateAnswer) -> Iterator[None]:
+        """Around the writing of *answer*: the prediction's webhooks leave after it, or, with
+        the early_webhooks fault, before it (until the completed one's first attempt ends)."""
+        if answer.prediction_id is None:
+            yield
+            return
+        prediction = self._book.get(answer.prediction_id)
+        try:
+            if prediction.faults.early_webhooks:
+                self._book.finish_early(prediction)
+                while not prediction.terminal_attempted.wait(0.05):
+                    if self._stopping.is_set():
+                        break
+            yield
+        finally:
+            self._book.answered(prediction.id)

@@ -71,6 +71,9 @@ class SimulatedPrediction:
     error: str | None = None
     logs: str = ""
     downloads: int = 0
+    # Set once the first attempt of the completed webhook has finished, or at once when
+    # none will be sent (no webhook, filtered out, dropped).
+    terminal_attempted: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)
 
     def to_json(self, base_url: str) -> dict[str, Any]:
         api = f"{base_url}/v1/predictions/{self.id}"
@@ -125,10 +128,12 @@ class PredictionBook:
         self.predictions: dict[str, SimulatedPrediction] = {}
         self._rng = random.Random(seed)
         self._record = record
+        self._last_created = 0  # microseconds since the epoch: creation times never repeat
         # Wired by the simulator when it starts.
         self.base_url = ""
         self.call_later: Callable[[float, Callable[[], None]], None] = lambda d, c: None
         self.sender: WebhookSender | None = None
+        self.make_output: Callable[[SimulatedPrediction], object] = lambda p: None
 
     def create(
         self,
@@ -149,21 +154,27 @@ class PredictionBook:
             raise Problem(
                 422, "Input validation failed", f"- input.output_format: must be one of {FORMATS}"
             )
-        prediction = SimulatedPrediction(
-            id=new_prediction_id(),
-            model=spec,
-            version=version,
-            input=json.loads(json.dumps(data)),
-            webhook=webhook,
-            events=events,
-            faults=faults,
-            duration=duration,
-            output_format=output_format,
-            created_at=time.time(),
-        )
+        data = json.loads(json.dumps(data))
         run_time = self.run_time if spec.run_time is None else spec.run_time
         with self.lock:
+            # Unique to the microsecond (the precision shown), so list cursors never tie.
+            self._last_created = max(time.time_ns() // 1000, self._last_created + 1)
+            prediction = SimulatedPrediction(
+                id=new_prediction_id(),
+                model=spec,
+                version=version,
+                input=data,
+                webhook=webhook,
+                events=events,
+                faults=faults,
+                duration=duration,
+                output_format=output_format,
+                created_at=self._last_created / 1_000_000,
+            )
             self.predictions[prediction.id] = prediction
+            if self.sender is not None:
+                # Queued in order from now on, but sent only once the create has answered.
+                self.sender.hold(prediction.id)
             self.emit(prediction, "start")
             answer = prediction.to_json(self.base_url)
         self.call_later(run_time * 0.25, lambda: self._process(prediction))
@@ -172,6 +183,21 @@ class PredictionBook:
         outcome = "failed" if faults.fail_with is not None else "succeeded"
         self.call_later(run_time, lambda: self.finish(prediction, outcome))
         return answer
+
+    def answered(self, prediction_id: str) -> None:
+        """The create has answered: the prediction's webhooks may leave, in order."""
+        if self.sender is not None:
+            self.sender.open(prediction_id)
+
+    def finish_early(self, prediction: SimulatedPrediction) -> None:
+        """The early_webhooks fault: run *prediction* to its end now, output file made,
+        and let its webhooks leave before the create answers."""
+        failing = prediction.faults.fail_with is not None
+        if not failing:
+            self.make_output(prediction)
+        self._process(prediction)
+        self.finish(prediction, "failed" if failing else "succeeded")
+        self.answered(prediction.id)
 
     def get(self, prediction_id: str) -> SimulatedPrediction:
         with self.lock:
@@ -213,7 +239,10 @@ class PredictionBook:
 
     def emit(self, prediction: SimulatedPrediction, event: str) -> None:
         """Queue the webhook for *event*, if asked for; called with the lock held, in order."""
+        terminal = event == "completed"
         if prediction.webhook is None or event not in prediction.events or self.sender is None:
+            if terminal:
+                prediction.terminal_attempted.set()
             return
         delivery = Delivery(
             prediction_id=prediction.id,
@@ -222,13 +251,16 @@ class PredictionBook:
             status=prediction.status,
             url=prediction.webhook,
             body=json.dumps(prediction.to_json(self.base_url)).encode(),
-            terminal=event == "completed",
+            terminal=terminal,
             faults=prediction.faults,
+            attempted=prediction.terminal_attempted if terminal else None,
         )
         ratio = prediction.faults.drop_ratio
         if not (ratio and self._rng.random() < ratio):
             self.sender.enqueue(delivery)
             return
+        if terminal:
+            prediction.terminal_attempted.set()
         self._record(
             DeliveryRecord(
                 prediction_id=prediction.id,

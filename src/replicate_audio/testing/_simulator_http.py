@@ -59,23 +59,25 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         try:
             body = self._read_body()
             if (match := _FILE.fullmatch(path)) and method == "GET":
                 self._serve_file(match.group(1), match.group(2))
                 return
             self._check_token()
-            self._route(method, path, body)
+            self._route(method, path, query, body)
         except Problem as problem:
             self._json(problem.status, problem.body(), problem_json=True)
         except (TimeoutError, ConnectionError):
             self.close_connection = True
 
-    def _route(self, method: str, path: str, body: bytes) -> None:
+    def _route(self, method: str, path: str, query: str, body: bytes) -> None:
         sim = self.server.simulator
         if method == "POST" and path == "/v1/predictions":
             self._create(body, None)
+        elif method == "GET" and path == "/v1/predictions":
+            self._json(200, sim._list(query))
         elif method == "POST" and (match := _MODEL_PREDICTIONS.fullmatch(path)):
             self._create(body, f"{match.group(1)}/{match.group(2)}")
         elif method == "POST" and (match := _CANCEL.fullmatch(path)):
@@ -93,8 +95,14 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             body: Any = json.loads(raw) if raw else {}
         except ValueError:
             body = None
-        status, answer, headers = sim._create(self.path, body, dict(self.headers.items()), model)
-        self._json(status, answer, headers=headers, problem_json=status >= 400)
+        answer = sim._create(self.path, body, dict(self.headers.items()), model)
+        with sim._desk.answering(answer):
+            self._json(
+                answer.status,
+                answer.body,
+                headers=answer.headers,
+                problem_json=answer.status >= 400,
+            )
 
     def _check_token(self) -> None:
         value = self.headers.get("authorization", "")

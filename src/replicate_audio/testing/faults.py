@@ -53,6 +53,13 @@ class Faults:
         create_errors: the next creates (after those 429s) answer these statuses, one
             each, in order, with Replicate's problem-details bodies: ``(402,)`` for an
             account out of credit, ``(503, 500)`` for an API having a bad minute.
+        early_webhooks: the race of a fast or cached model. The prediction finishes
+            (``succeeded`` with its output file ready, or ``failed`` with ``fail_with``)
+            and its webhooks, ``completed`` included, are sent *before* the create's HTTP
+            response is written: the create answers only once the first attempt of the
+            ``completed`` webhook has finished, answered or failed (a failed one is
+            retried afterwards as usual). The create still answers the prediction as it
+            was accepted (``starting``).
 
     Example:
         >>> Faults(duplicates=3, drop_ratio=0.5).duplicates
@@ -77,6 +84,7 @@ class Faults:
     create_errors: tuple[int, ...] = attrs.field(
         default=(), converter=tuple, validator=_error_statuses
     )
+    early_webhooks: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from ..config import AllowedOrigin, Settings
 from ..errors import ConfigurationError, ReplicateAudioError
 from ._delivery import Scheduler, WebhookSender
-from ._intake import CreateDesk
+from ._intake import CreateAnswer, CreateDesk
 from ._introspection import SimulatorIntrospection
+from ._listing import PAGE_SIZE, list_page
 from ._outputs import DownloadPlan, OutputFiles
 from ._predictions import FORMATS, PredictionBook
 from ._simulator_http import SimulatorServer
@@ -49,6 +50,8 @@ class ReplicateSimulator(SimulatorIntrospection):
         seed: seeds the generator that decides which webhooks ``drop_ratio`` drops.
         webhook_retry_delays: the pauses between retries of a failed terminal webhook.
         webhook_timeout: seconds to wait for a webhook receiver to answer.
+        page_size: predictions per page of ``GET /v1/predictions`` (Replicate's: 100); also
+            settable later as ``sim.page_size``.
 
     Example:
         >>> with ReplicateSimulator(run_time=0.1) as sim:
@@ -70,8 +73,12 @@ class ReplicateSimulator(SimulatorIntrospection):
         seed: int = 0,
         webhook_retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
         webhook_timeout: float = 5.0,
+        page_size: int = PAGE_SIZE,
     ) -> None:
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ConfigurationError("page_size", f"must be a whole number >= 1, not {page_size!r}")
         self.host, self._port = host, port
+        self.page_size = page_size
         self.api_token = api_token or f"r8_sim_{secrets.token_hex(16)}"
         self.secret = secret or generate_secret()
         self.webhook_retry_delays = tuple(webhook_retry_delays)
@@ -81,10 +88,12 @@ class ReplicateSimulator(SimulatorIntrospection):
             run_time=run_time, lock=self._lock, seed=seed, record=self._record_delivery
         )
         self._models: dict[str, ModelSpec] = {}
-        self._desk = CreateDesk(book=self._book, models=self._models, lock=self._lock)
+        self._stopping = threading.Event()
+        self._desk = CreateDesk(
+            book=self._book, models=self._models, lock=self._lock, stopping=self._stopping
+        )
         self._deliveries: list[DeliveryRecord] = []
         self._downloads: list[DownloadRecord] = []
-        self._stopping = threading.Event()
         self._server: SimulatorServer | None = None
         self._scheduler: Scheduler | None = None
         self._sender: WebhookSender | None = None
@@ -127,6 +136,8 @@ class ReplicateSimulator(SimulatorIntrospection):
         self._book.base_url = self.url
         self._book.call_later = self._scheduler.call_later
         self._book.sender = self._sender
+        outputs = self._outputs
+        self._book.make_output = lambda p: outputs.audio(p.duration, p.output_format)
         self._scheduler.start()
         threading.Thread(
             target=self._server.serve_forever,
@@ -273,8 +284,13 @@ class ReplicateSimulator(SimulatorIntrospection):
 
     def _create(
         self, path: str, body: Any, headers: dict[str, str], model: str | None
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> CreateAnswer:
         return self._desk.create(path, body, headers, model)
+
+    def _list(self, query: str) -> dict[str, Any]:
+        with self._lock:
+            predictions = list(self._book.predictions.values())
+            return list_page(predictions, query=query, base_url=self.url, page_size=self.page_size)
 
     def _json(self, prediction_id: str) -> dict[str, Any]:
         prediction = self._book.get(prediction_id)
