@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .__about__ import __version__
+from .app import ReplicateAudio
 from .config import AllowedOrigin, ReplicateAudioConfig, Settings
 from .errors import (
     AudioProcessingError,
@@ -27,7 +28,6 @@ from .errors import (
     URLNotAllowedError,
     WebhookVerificationError,
 )
-from .app import ReplicateAudio
 from .intake import WebhookOutcome
 from .jobs import Job, JobStatus
 from .pipeline import process_webhook_result, replay

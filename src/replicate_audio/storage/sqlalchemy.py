@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 
 try:
@@ -26,6 +27,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from ..errors import ConfigurationError, StorageError
 from ..jobs import Job, JobStatus, utcnow
+from . import _postgres
 from ._records import (
     as_utc,
     event_sources,
@@ -107,7 +109,7 @@ class SQLAlchemyStore:
         elif isinstance(url_or_engine, sa.engine.Engine):
             self.engine = url_or_engine
         else:
-            self._create_engine(url_or_engine)
+            self._create_engine(url_or_engine, timeout)
         dialect = (self.engine or self._sync_of_async()).dialect.name
         if dialect not in _DIALECTS:
             raise ConfigurationError(
@@ -122,20 +124,43 @@ class SQLAlchemyStore:
         self.metadata = sa.MetaData()
         self._tables = define_tables(self.metadata, table_prefix)
         self._jobs = self._tables["jobs"]
+        self._intake = _postgres.statement(
+            self._jobs, self._tables["deliveries"], (self.engine or self._sync_of_async()).dialect
+        )
+        # One statement needs no transaction of its own: these skip BEGIN and COMMIT.
+        autocommit = {"isolation_level": "AUTOCOMMIT"}
+        self._autocommit_sync = self.engine.execution_options(**autocommit) if self.engine else None
+        self._autocommit_async = (
+            self.async_engine.execution_options(**autocommit) if self.async_engine else None
+        )
         self._schema_ready = False
+        self._schema_lock = anyio.Lock()
         if self.engine is not None:
             with self._errors(), self.engine.begin() as connection:
                 self._create_schema(connection)
 
-    def _create_engine(self, url_text: str) -> None:
+    def _create_engine(self, url_text: str, timeout: float) -> None:
         url = sa.engine.make_url(url_text)
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
+        # On an engine of our own these are the sessions' settings (no statement per
+        # transaction); on yours they are set per transaction, so your sessions keep theirs.
+        # synchronous_commit=off: a delivery's commit does not wait for its WAL flush (see
+        # "Durability" in the storage docs); create_job turns it back on for its own commit.
+        limit = str(_milliseconds(timeout))
+        session = {"lock_timeout": limit, "statement_timeout": limit, "synchronous_commit": "off"}
+        arguments: dict[str, Any] = {}
+        if url.drivername.startswith("postgresql+asyncpg"):
+            arguments = {"server_settings": session}
+        elif url.drivername.startswith("postgresql"):
+            arguments = {
+                "options": " ".join(f"-c {name}={value}" for name, value in session.items())
+            }
         try:
             if url.get_dialect().is_async:
-                self.async_engine = create_async_engine(url, pool_pre_ping=True)
+                self.async_engine = create_async_engine(url, connect_args=arguments)
             else:
-                self.engine = sa.create_engine(url, pool_pre_ping=True)
+                self.engine = sa.create_engine(url, connect_args=arguments)
         except ImportError as error:  # the driver, e.g. psycopg or asyncpg
             raise ImportError(f"{error}: {_INSTALL_HINT}") from error
 
@@ -185,20 +210,39 @@ class SQLAlchemyStore:
     # -- running one operation ---------------------------------------------------------
 
     async def _run(
-        self, operation: Callable[..., T], /, *args: Any, write: bool = False, **kwargs: Any
+        self,
+        operation: Callable[..., T],
+        /,
+        *args: Any,
+        write: bool = False,
+        autocommit: bool = False,
+        **kwargs: Any,
     ) -> T:
-        """Run ``operation(connection, *args, **kwargs)`` in one transaction, off the loop."""
+        """Run ``operation(connection, *args, **kwargs)`` in one transaction (or, for a single
+        statement, *autocommit*), off the event loop."""
         step = functools.partial(self._in_transaction, operation, args, kwargs, write)
         with self._errors():
             if self.async_engine is not None:
-                async with self.async_engine.begin() as connection:
+                if not self._schema_ready:
+                    await self._prepare_async()
+                engine = self._autocommit_async if autocommit else self.async_engine
+                assert engine is not None
+                async with engine.begin() as connection:
                     return await connection.run_sync(step)
-            assert self.engine is not None
-            return await anyio.to_thread.run_sync(self._begin, step)
+            sync_engine = self._autocommit_sync if autocommit else self.engine
+            assert sync_engine is not None
+            return await anyio.to_thread.run_sync(self._begin, sync_engine, step)
 
-    def _begin(self, step: Callable[[sa.Connection], T]) -> T:
-        assert self.engine is not None
-        with self._errors(), self.engine.begin() as connection:
+    async def _prepare_async(self) -> None:
+        """Create or migrate the tables once, however many first calls run at once."""
+        assert self.async_engine is not None
+        async with self._schema_lock:
+            if not self._schema_ready:
+                async with self.async_engine.begin() as connection:
+                    await connection.run_sync(self._create_schema)
+
+    def _begin(self, engine: sa.engine.Engine, step: Callable[[sa.Connection], T]) -> T:
+        with self._errors(), engine.begin() as connection:
             return step(connection)
 
     def _in_transaction(
@@ -211,8 +255,8 @@ class SQLAlchemyStore:
     ) -> T:
         if not self._schema_ready:
             self._create_schema(connection)
-        if write and self._dialect == "postgresql":
-            limit = f"{max(int(self.timeout * 1000), 1)}ms"
+        if write and self._dialect == "postgresql" and not self._owns_engine:
+            limit = f"{_milliseconds(self.timeout)}ms"
             connection.execute(
                 sa.select(
                     sa.func.set_config("lock_timeout", limit, True),
@@ -260,6 +304,8 @@ class SQLAlchemyStore:
         return await self._run(self._create_job, job, write=True)
 
     def _create_job(self, connection: sa.Connection, job: Job) -> Job:
+        if self._dialect == "postgresql":  # nothing could recover a lost job: wait for the disk
+            connection.execute(sa.text("SET LOCAL synchronous_commit = on"))
         insert = self._insert(self._jobs).values(**job_columns(job))
         connection.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
         existing = self._select_job(connection, self._jobs.c.id, job.id)
@@ -296,7 +342,15 @@ class SQLAlchemyStore:
         return self._update_job(connection, job_id, sa.true(), **values, updated_at=utcnow())
 
     async def record_delivery(self, delivery: Delivery) -> RecordedEvent:
-        """Record one delivery, once per ``webhook_id`` (see :meth:`JobStore.record_delivery`)."""
+        """Record one delivery, once per ``webhook_id`` (see :meth:`JobStore.record_delivery`).
+
+        On PostgreSQL this is one statement, one round trip (see ``_postgres``).
+        """
+        if self._dialect == "postgresql":
+            return await self._run(
+                _postgres.record_delivery, self._intake, delivery, write=True,
+                autocommit=self._owns_engine,
+            )  # fmt: skip
         return await self._run(self._record_delivery, delivery, write=True)
 
     def _record_delivery(self, connection: sa.Connection, delivery: Delivery) -> RecordedEvent:
@@ -446,6 +500,10 @@ class SQLAlchemyStore:
         if job_id is not None:
             query = query.where(logs.c.job_id == job_id)
         return [log_from_columns(row) for row in await self._run(_all, query)]
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
 
 
 def _all(connection: sa.Connection, query: sa.Select[Any]) -> list[dict[str, Any]]:
