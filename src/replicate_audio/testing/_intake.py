@@ -190,6 +190,8 @@ class CreateDesk:
             return
         prediction = self._book.get(answer.prediction_id)
         try:
+            if prediction.faults.answer_delay:
+                self._stopping.wait(prediction.faults.answer_delay)
             if prediction.faults.early_webhooks:
                 self._book.finish_early(prediction)
                 while not prediction.terminal_attempted.wait(0.05):

@@ -60,6 +60,9 @@ class Faults:
             ``completed`` webhook has finished, answered or failed (a failed one is
             retried afterwards as usual). The create still answers the prediction as it
             was accepted (``starting``).
+        answer_delay: seconds the create's answer is held after the prediction was
+            created (it runs meanwhile; its webhooks wait for the answer, as ever): a
+            client killed in that window has a prediction it never heard of.
 
     Example:
         >>> Faults(duplicates=3, drop_ratio=0.5).duplicates
@@ -85,6 +88,7 @@ class Faults:
         default=(), converter=tuple, validator=_error_statuses
     )
     early_webhooks: bool = False
+    answer_delay: float = attrs.field(default=0.0, validator=_not_negative)
 
 
 @attrs.frozen(kw_only=True)
