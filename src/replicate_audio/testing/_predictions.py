@@ -15,10 +15,12 @@ from typing import Any
 
 import attrs
 
+from ..jobs import TERMINAL_PREDICTION_STATUSES
 from ._delivery import Delivery, WebhookSender
 from .faults import DeliveryRecord, Faults, ModelSpec
 
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+# The one home of the status sets: the simulator uses the library's own.
+TERMINAL = TERMINAL_PREDICTION_STATUSES
 FORMATS = ("mp3", "wav")
 MAX_SECONDS = 600.0
 
