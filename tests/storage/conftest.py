@@ -1,4 +1,5 @@
-"""Fixtures for the storage tests: every built-in store, each with a clean state per test."""
+"""Fixtures for the storage tests: every built-in store, each with a clean state per test,
+seen through :class:`SyncStore` so that the tests read as plain calls."""
 
 from __future__ import annotations
 
@@ -6,54 +7,61 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
-from replicate_audio.storage.memory import MemoryStore
+from replicate_audio.storage import MemoryStore, SQLiteStore, SyncStore
 from replicate_audio.storage.sqlalchemy import SQLAlchemyStore
-from replicate_audio.storage.sqlite import SQLiteStore
-
-AnyStore = MemoryStore | SQLiteStore | SQLAlchemyStore
+from storage.databases import drop_tables, unique_prefix, with_driver
 
 ALL_KINDS = [
     "memory",
     "sqlite",
     "sqlalchemy-sqlite",
     pytest.param("sqlalchemy-postgres", marks=pytest.mark.postgres),
+    pytest.param("sqlalchemy-asyncpg", marks=pytest.mark.postgres),
 ]
 
 
-def unique_prefix() -> str:
-    """A table prefix no other test uses, so PostgreSQL tests never see each other's rows."""
-    return f"ra_test_{uuid.uuid4().hex[:10]}_"
-
-
-def drop_tables(store: SQLAlchemyStore) -> None:
-    """Remove the tables a test's SQLAlchemyStore created, and its connections."""
-    store.metadata.drop_all(store.engine)
-    store.close()
+def sqlalchemy_target(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> str | AsyncEngine:
+    """The URL or engine a SQLAlchemyStore of *kind* opens."""
+    if kind == "sqlalchemy-sqlite":
+        return f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
+    url: str = request.getfixturevalue("postgres_url")
+    if kind == "sqlalchemy-postgres":
+        return url
+    assert kind == "sqlalchemy-asyncpg", kind
+    # No pool: the tests reach this engine from more than one event loop (SyncStore's,
+    # anyio.run's), and an asyncpg connection belongs to the loop that opened it.
+    return create_async_engine(with_driver(url, "asyncpg"), poolclass=NullPool)
 
 
 @pytest.fixture
 def open_store(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Callable[[str], AnyStore]]:
-    """Open a fresh store of a kind; everything opened is closed (and dropped) afterwards."""
+) -> Iterator[Callable[[str], SyncStore]]:
+    """Open a fresh store of a kind (the store itself is ``.store``); everything opened is
+    closed (and dropped) afterwards."""
     cleanups: list[Callable[[], None]] = []
 
-    def open_kind(kind: str) -> AnyStore:
+    def open_kind(kind: str) -> SyncStore:
         if kind == "memory":
-            return MemoryStore()
-        if kind == "sqlite":
-            sqlite_store = SQLiteStore(tmp_path / f"{uuid.uuid4().hex}.db")
+            opened: MemoryStore | SQLiteStore | SQLAlchemyStore = MemoryStore()
+        elif kind == "sqlite":
+            opened = sqlite_store = SQLiteStore(tmp_path / f"{uuid.uuid4().hex}.db")
             cleanups.append(sqlite_store.close)
-            return sqlite_store
-        if kind == "sqlalchemy-sqlite":
-            url = f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
         else:
-            url = request.getfixturevalue("postgres_url")
-        sqlalchemy_store = SQLAlchemyStore(url, table_prefix=unique_prefix())
-        cleanups.append(lambda: drop_tables(sqlalchemy_store))
-        return sqlalchemy_store
+            opened = sqlalchemy_store = SQLAlchemyStore(
+                sqlalchemy_target(kind, request, tmp_path), table_prefix=unique_prefix()
+            )
+            cleanups.append(lambda: anyio.run(drop_tables, sqlalchemy_store))
+        sync = SyncStore(opened)
+        cleanups.append(sync.close)
+        return sync
 
     yield open_kind
     for cleanup in reversed(cleanups):
@@ -61,6 +69,6 @@ def open_store(
 
 
 @pytest.fixture(params=ALL_KINDS)
-def store(request: pytest.FixtureRequest, open_store: Callable[[str], AnyStore]) -> AnyStore:
+def store(request: pytest.FixtureRequest, open_store: Callable[[str], SyncStore]) -> SyncStore:
     """Each built-in store in turn, empty."""
     return open_store(request.param)

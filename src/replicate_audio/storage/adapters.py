@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import threading
+import weakref
 from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -139,6 +141,12 @@ class ThreadedStore:
         return await self._call(self.blocking.list_logs, job_id)
 
 
+def _forget_portal(reference: weakref.ref[SyncStore]) -> None:
+    store = reference()
+    if store is not None:
+        store._forget_portal()
+
+
 class SyncStore:
     """An async store seen through blocking methods, for code with no event loop (scripts,
     the command line, tests). Calls run on one event-loop thread of its own, started on
@@ -163,6 +171,12 @@ class SyncStore:
         self._lock = threading.Lock()
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
+        self._inherited: list[object] = []
+        if hasattr(os, "register_at_fork"):
+            # A forked child has no copy of the loop thread (waiting on it would hang) and
+            # may have copied the lock while held: it starts afresh on its first call.
+            reference = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forget_portal(reference))
 
     def _call(self, method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
@@ -171,6 +185,13 @@ class SyncStore:
                 self._portal = self._portal_cm.__enter__()
             portal = self._portal
         return portal.call(functools.partial(method, *args, **kwargs))
+
+    def _forget_portal(self) -> None:
+        self._lock = threading.Lock()
+        # The parent's portal stays referenced: collecting it here would close its context
+        # manager, which waits for a loop thread this process does not have.
+        self._inherited.append((self._portal_cm, self._portal))
+        self._portal_cm = self._portal = None
 
     def close(self) -> None:
         """Stop the loop thread (the wrapped store stays open)."""

@@ -56,7 +56,10 @@ T = TypeVar("T")
 
 _DIALECTS = ("postgresql", "sqlite")
 _INSTALL_HINT = 'pip install "replicate-audio[postgres]"'
-_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+# OSError: asyncpg's refused connection reaches us unwrapped.
+_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
+# How often a compare-and-set that lost to another writer decides again.
+_CAS_TRIES = 5
 _ASYNC_DRIVERS = {"postgresql": "postgresql+psycopg_async", "sqlite": "sqlite+aiosqlite"}
 #: Seconds a statement (or a wait for a lock) may take on PostgreSQL before it fails.
 DEFAULT_TIMEOUT = 2.0
@@ -323,23 +326,33 @@ class SQLAlchemyStore:
     def _attach(
         self, connection: sa.Connection, job_id: str, prediction: dict[str, Any]
     ) -> Job | None:
-        jobs, prediction_id = self._jobs, prediction.get("id")
-        # FOR UPDATE: a racing delivery waits for this attach, and sees it.
-        locked = connection.execute(jobs.select().where(jobs.c.id == job_id).with_for_update())
-        row = locked.first()
-        if row is None or not isinstance(prediction_id, str):
+        prediction_id = prediction.get("id")
+        if not isinstance(prediction_id, str):
             return None
-        job = job_from_columns(row._asdict())
-        if not self._may_own(connection, job, prediction_id):
-            return None
-        values: dict[str, Any] = {}
-        if job.prediction_id is None:
-            values["prediction_id"] = prediction_id
-        if job.status is JobStatus.CREATING:
-            values.update(status=JobStatus.PENDING.value, prediction=prediction)
-        if not values:
-            return job
-        return self._update_job(connection, job_id, sa.true(), **values, updated_at=utcnow())
+        for _ in range(_CAS_TRIES):
+            job = self._select_job(connection, self._jobs.c.id, job_id)
+            if job is None or not self._may_own(connection, job, prediction_id):
+                return None
+            values: dict[str, Any] = {}
+            if job.prediction_id is None:
+                values["prediction_id"] = prediction_id
+            if job.status is JobStatus.CREATING:
+                values.update(status=JobStatus.PENDING.value, prediction=prediction)
+            if not values:
+                return job
+            moved = self._update_job(
+                connection, job_id, self._unchanged(job), **values, updated_at=utcnow()
+            )
+            if moved is not None:
+                return moved
+        raise StorageError(f"job {job_id} kept changing while its prediction was attached")
+
+    def _unchanged(self, job: Job) -> sa.ColumnElement[bool]:
+        """The row still says what *job* was read as: a compare-and-set for dialects whose
+        reads take no row lock (SQLite ignores FOR UPDATE)."""
+        column = self._jobs.c.prediction_id
+        same = column.is_(None) if job.prediction_id is None else column == job.prediction_id
+        return sa.and_(self._jobs.c.status == job.status.value, same)
 
     async def record_delivery(self, delivery: Delivery) -> RecordedEvent:
         """Record one delivery, once per ``webhook_id`` (see :meth:`JobStore.record_delivery`).
@@ -351,7 +364,10 @@ class SQLAlchemyStore:
                 _postgres.record_delivery, self._intake, delivery, write=True,
                 autocommit=self._owns_engine,
             )  # fmt: skip
-        return await self._run(self._record_delivery, delivery, write=True)
+        try:
+            return await self._run(self._record_delivery, delivery, write=True)
+        except _NotOurs:
+            return RecordedEvent(DeliveryOutcome.NOT_OURS, None)
 
     def _record_delivery(self, connection: sa.Connection, delivery: Delivery) -> RecordedEvent:
         jobs, prediction_id = self._jobs, delivery.prediction_id
@@ -376,15 +392,25 @@ class SQLAlchemyStore:
         if connection.execute(inserted).first() is None:
             return RecordedEvent(DeliveryOutcome.DUPLICATE, job)
         new = event_status(delivery.prediction)
-        values: dict[str, Any] = {}
-        if job.prediction_id is None:
-            values["prediction_id"] = prediction_id
-        if new is not None and job.status in event_sources(new):
-            values.update(status=new.value, prediction=delivery.prediction)
-        if not values:
-            return RecordedEvent(DeliveryOutcome.RECORDED, job)
-        moved = self._update_job(connection, job.id, sa.true(), **values, updated_at=utcnow())
-        return RecordedEvent(DeliveryOutcome.RECORDED, moved, changed="status" in values)
+        for _ in range(_CAS_TRIES):
+            values: dict[str, Any] = {}
+            if job.prediction_id is None:
+                values["prediction_id"] = prediction_id
+            if new is not None and job.status in event_sources(new):
+                values.update(status=new.value, prediction=delivery.prediction)
+            if not values:
+                return RecordedEvent(DeliveryOutcome.RECORDED, job)
+            moved = self._update_job(
+                connection, job.id, self._unchanged(job), **values, updated_at=utcnow()
+            )
+            if moved is not None:
+                return RecordedEvent(DeliveryOutcome.RECORDED, moved, changed="status" in values)
+            # Another writer moved the job since it was read: decide again on what it is now.
+            reread = self._select_job(connection, jobs.c.id, job.id)
+            if reread is None or reread.prediction_id not in (None, prediction_id):
+                raise _NotOurs  # rolls the delivery back: nothing is remembered
+            job = reread
+        raise StorageError(f"job {job.id} kept changing while a delivery was recorded")
 
     async def transition(
         self,
@@ -500,6 +526,11 @@ class SQLAlchemyStore:
         if job_id is not None:
             query = query.where(logs.c.job_id == job_id)
         return [log_from_columns(row) for row in await self._run(_all, query)]
+
+
+class _NotOurs(Exception):
+    """Raised inside a delivery's transaction to roll it back: the job went to another
+    prediction between our read and our write."""
 
 
 def _milliseconds(seconds: float) -> int:

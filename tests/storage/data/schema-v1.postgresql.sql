@@ -53,6 +53,7 @@ INSERT INTO v1fixture_jobs VALUES ('pendingpredictionid0000001', 'sound_effect',
 INSERT INTO v1fixture_jobs VALUES ('runningpredictionid0000002', 'sound_effect', '2', 'running', 0, NULL, '{"version": null, "model": "stability-ai/stable-audio-2.5", "input": {"prompt": "rain", "duration": 2}, "duration": 1.0, "webhook_events_filter": ["start", "completed"]}', '{"id": "runningpredictionid0000002", "status": "processing"}', '2026-12-02 07:29:05.144484+00', '2026-12-02 07:29:05.147515+00');
 INSERT INTO v1fixture_jobs VALUES ('donepredictionid0000000003', 'background_music', '3', 'completed', 1, NULL, '{"version": null, "model": "stability-ai/stable-audio-2.5", "input": {"prompt": "rain", "duration": 2}, "duration": 1.0, "webhook_events_filter": ["start", "completed"]}', '{"id": "donepredictionid0000000003", "status": "succeeded", "output": "https://replicate.delivery/x/out.wav"}', '2026-12-02 07:29:05.149285+00', '2026-12-02 07:29:05.172431+00');
 INSERT INTO v1fixture_logs VALUES (1, 'donepredictionid0000000003', 'background_music', '3', 'completed', 'stored', NULL, NULL, '2026-12-02 07:29:05.162304+00');
+SELECT pg_catalog.setval('v1fixture_logs_seq_seq', 1, true);
 ALTER TABLE ONLY v1fixture_audio
     ADD CONSTRAINT v1fixture_audio_pkey PRIMARY KEY (content_type, content_id);
 ALTER TABLE ONLY v1fixture_deliveries
