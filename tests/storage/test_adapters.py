@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from replicate_audio import Settings
+from replicate_audio import InvalidPayloadError, Settings
 from replicate_audio.app import ReplicateAudio
 from replicate_audio.jobs import Job, JobStatus
 from replicate_audio.storage import (
@@ -315,3 +315,11 @@ def test_the_facade_wraps_a_blocking_store_once() -> None:
         assert ReplicateAudio(Settings(), store=mine, sweep_interval=0).store is mine  # type: ignore[arg-type]
     finally:
         user.close()
+
+
+def test_a_delivery_needs_a_prediction_id() -> None:
+    """A Delivery without a string prediction id is refused when it is made, before any
+    store could attach an empty id to a job."""
+    for prediction in ({"status": "succeeded"}, {"id": "", "status": "succeeded"}, {"id": 7}):
+        with pytest.raises(InvalidPayloadError):
+            Delivery(webhook_id="m1", prediction=prediction)

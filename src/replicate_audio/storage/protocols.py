@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from ..errors import InvalidPayloadError
 from ..jobs import Job, JobStatus, utcnow
 
 __all__ = [
@@ -80,6 +81,12 @@ class LogEntry:
     created_at: datetime = attrs.field(factory=utcnow)
 
 
+def _has_prediction_id(_: object, __: attrs.Attribute[Any], prediction: object) -> None:
+    identifier = prediction.get("id") if isinstance(prediction, dict) else None
+    if not isinstance(identifier, str) or not identifier:
+        raise InvalidPayloadError("a delivery's prediction needs a string 'id'")
+
+
 @attrs.frozen(kw_only=True)
 class Delivery:
     """One piece of news about a prediction, to be recorded once: a webhook, a prediction
@@ -93,8 +100,8 @@ class Delivery:
 
     #: Deduplicates: a second delivery with the same id changes nothing.
     webhook_id: str
-    #: The prediction as Replicate sent it (decoded JSON).
-    prediction: dict[str, Any]
+    #: The prediction as Replicate sent it (decoded JSON), with a string ``id``.
+    prediction: dict[str, Any] = attrs.field(validator=_has_prediction_id)
     #: The job id from the webhook URL's ``job`` parameter, when it has one.
     job_id: str | None = None
     #: The content the webhook URL names; a job of other content is not matched.
