@@ -13,9 +13,9 @@ from replicate.client import Client
 from .config import ReplicateAudioConfig, Settings
 from .dispatch import Dispatcher, InProcessDispatcher
 from .download import Downloader
-from .errors import JobNotFoundError
+from .errors import JobNotFoundError, PredictionError
 from .intake import Intake, WebhookOutcome
-from .jobs import Job
+from .jobs import WAITING, Job
 from .metrics import Metrics, guarded
 from .pipeline import DEFAULT_LEASE, process_job, replay
 from .predictions import (
@@ -28,7 +28,16 @@ from .predictions import (
 )
 from .processors import AudioPostProcessor
 from .recovery import BackgroundWork
-from .storage import BlockingStore, Store, StoredAudio, SyncStore, as_store, open_store
+from .replicate_api import PredictionsAPI
+from .storage import (
+    BlockingStore,
+    Delivery,
+    Store,
+    StoredAudio,
+    SyncStore,
+    as_store,
+    open_store,
+)
 from .webhooks import is_prediction_id
 
 __all__ = ["ReplicateAudio", "WebhookOutcome"]
@@ -251,6 +260,37 @@ class ReplicateAudio:
             processors=self.processors,
             metrics=self.metrics,
         )
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel the job's prediction on Replicate. The job ends ``canceled`` once, whether
+        the cancel's answer or the webhook that follows it is recorded first (both go
+        through the same intake); a job already finished is returned as it is.
+
+        Raises:
+            JobNotFoundError: there is no job with this id (or prediction id).
+            PredictionError: the job's create has not answered yet (no prediction to
+                cancel; try again), or Replicate refused.
+        """
+        job = await self.get_job(job_id)
+        if job.is_terminal or job.status not in WAITING:
+            return job
+        if job.prediction_id is None:
+            raise PredictionError(f"job {job.id} has no prediction yet; cancel it once created")
+        async with PredictionsAPI(self.settings) as api:
+            answer = await api.cancel(job.prediction_id)
+        delivery = Delivery(
+            webhook_id=f"cancel:{job.prediction_id}:{answer.get('status')}",
+            prediction=answer,
+            job_id=job.id,
+        )
+        recorded = await self.intake.take(delivery)
+        return recorded.job or await self.get_job(job.id)
+
+    def cancel_sync(self, job_id: str) -> Job:
+        """:meth:`cancel` for code with no event loop (on the loop thread of
+        :meth:`blocking_store`, where this app's store connections live)."""
+        job: Job = self.blocking_store().run(self.cancel, job_id)
+        return job
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -182,6 +182,25 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if job.status is JobStatus.COMPLETED else 1
 
 
+def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", help="the id of the job (or of its prediction)")
+    _app_argument(parser)
+
+
+@command("cancel", "cancel a job's prediction on Replicate", _cancel_arguments)
+def _cancel(args: argparse.Namespace) -> int:
+    import anyio
+
+    try:
+        audio = load_app(args.app, sweep_interval=0)
+        job = anyio.run(audio.cancel, args.job_id)
+    except ReplicateAudioError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{job.id}  {job.status.value}")
+    return 0 if job.status is JobStatus.CANCELED else 1
+
+
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=4, help="jobs processed at once")
     parser.add_argument(

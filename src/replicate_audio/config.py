@@ -10,6 +10,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -343,6 +344,16 @@ def _frozen_input(value: Mapping[str, Any]) -> dict[str, Any]:
     return copied
 
 
+def _seconds_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigurationError("deadline", f"must be seconds or a timedelta, not {value!r}")
+    return float(value)
+
+
 def _events(value: Any) -> tuple[str, ...]:
     events = (value,) if isinstance(value, str) else tuple(value)
     unknown = sorted(set(events) - _EVENTS)
@@ -375,21 +386,69 @@ class ReplicateAudioConfig:
     webhook_events_filter: tuple[str, ...] = attrs.field(
         default=("start", "completed"), converter=_events
     )
+    #: Create through ``POST /v1/deployments/{owner}/{name}/predictions``.
+    deployment: str | None = None
+    #: Seconds (or a ``timedelta``) after which Replicate ends the prediction: ``aborted``
+    #: if it had not started, ``canceled`` if it was running (the ``Cancel-After`` header).
+    deadline: float | None = attrs.field(default=None, converter=_seconds_or_none)
+    #: Which output file is the audio, for models with several: a dict key or a list index.
+    output: str | int | None = None
 
     def __attrs_post_init__(self) -> None:
-        if (self.version is None) == (self.model is None):
-            raise ConfigurationError("version/model", "give exactly one of version or model")
+        targets = [self.version, self.model, self.deployment]
+        if sum(target is not None for target in targets) != 1:
+            raise ConfigurationError(
+                "version/model/deployment", "give exactly one of version, model or deployment"
+            )
         if self.version is not None and not (
-            _VERSION_ID.fullmatch(self.version) or _VERSION_REF.fullmatch(self.version)
+            _VERSION_ID.fullmatch(self.version)
+            or _VERSION_REF.fullmatch(self.version)
+            or _MODEL_REF.fullmatch(self.version)
         ):
             raise ConfigurationError(
                 "version",
-                f"must be a 64-character version id or owner/name:version, not {self.version!r}",
+                "must be a 64-character version id, owner/name:version, or owner/name of an "
+                f"official model, not {self.version!r}",
             )
-        if self.model is not None and not _MODEL_REF.fullmatch(self.model):
-            raise ConfigurationError("model", f"must be owner/name, not {self.model!r}")
+        for name, reference in (("model", self.model), ("deployment", self.deployment)):
+            if reference is not None and not _MODEL_REF.fullmatch(reference):
+                raise ConfigurationError(name, f"must be owner/name, not {reference!r}")
         if self.duration is not None and not (0 < self.duration < 24 * 3600):
             raise ConfigurationError("duration", f"must be a positive number, not {self.duration}")
+        if self.deadline is not None and not (1 <= self.deadline <= 24 * 3600):
+            raise ConfigurationError("deadline", f"must be 1 s to 24 h, not {self.deadline!r} s")
+        if self.output is not None and (
+            isinstance(self.output, bool) or not isinstance(self.output, str | int)
+        ):
+            raise ConfigurationError("output", f"must be a key or an index, not {self.output!r}")
+
+    @property
+    def target(self) -> dict[str, str]:
+        """What the create names: ``{"model": ...}`` (an official model, also for
+        ``version="owner/name"``), ``{"version": ...}`` or ``{"deployment": ...}``.
+
+        Example:
+            >>> ReplicateAudioConfig(version="meta/musicgen").target
+            {'model': 'meta/musicgen'}
+        """
+        if self.deployment is not None:
+            return {"deployment": self.deployment}
+        if self.model is not None:
+            return {"model": self.model}
+        assert self.version is not None
+        if _MODEL_REF.fullmatch(self.version):
+            return {"model": self.version}
+        return {"version": self.version}
+
+    @property
+    def cancel_after(self) -> str | None:
+        """The ``Cancel-After`` header for :attr:`deadline`, in whole seconds.
+
+        Example:
+            >>> ReplicateAudioConfig(model="a/b", deadline=90).cancel_after
+            '90s'
+        """
+        return None if self.deadline is None else f"{math.ceil(self.deadline)}s"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, kept with the job so that it can be run again."""

@@ -46,6 +46,12 @@ _retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "replicate_audio_retry_after", default=None
 )
 
+# The Cancel-After header of the create being sent by this task or thread: the replicate
+# client takes no extra headers, so a request hook on the clients we build adds it.
+_cancel_after: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "replicate_audio_cancel_after", default=None
+)
+
 T = TypeVar("T")
 
 
@@ -64,6 +70,23 @@ def _record_retry_after(response: httpx.Response) -> _Done:
     # one awaits it. The context variable is set in the caller's own task or thread.
     _retry_after.set(parse_retry_after(response.headers.get("retry-after")))
     return _Done()
+
+
+def _add_cancel_after(request: httpx.Request) -> _Done:
+    deadline = _cancel_after.get()
+    if deadline is not None and request.method == "POST":
+        request.headers["Cancel-After"] = deadline
+    return _Done()
+
+
+@contextmanager
+def _deadline(job: Job) -> Iterator[None]:
+    """Send the job's deadline as ``Cancel-After`` with the creates made inside."""
+    token = _cancel_after.set(job.config.cancel_after if job.config else None)
+    try:
+        yield
+    finally:
+        _cancel_after.reset(token)
 
 
 # One client per token and API URL, and per event loop: a client's async connections
@@ -107,7 +130,7 @@ def client_for(settings: Settings) -> Client:
             clients[key] = Client(
                 api_token=settings.api_token or "",
                 base_url=settings.api_base_url,
-                event_hooks={"response": [_record_retry_after]},
+                event_hooks={"request": [_add_cancel_after], "response": [_record_retry_after]},
             )
         return clients[key]
 
@@ -138,11 +161,7 @@ def _request(config: ReplicateAudioConfig, webhook: str) -> dict[str, Any]:
         "webhook": webhook,
         "webhook_events_filter": list(config.webhook_events_filter),
     }
-    if config.model is not None:
-        params["model"] = config.model
-    else:
-        params["version"] = config.version
-    return params
+    return params | config.target
 
 
 def _error(error: ReplicateError | httpx.TransportError) -> PredictionError:
@@ -242,7 +261,7 @@ async def send_create(
     create: Callable[..., Awaitable[ReplicatePrediction]] = client.predictions.async_create
     try:
         async for attempt in retrying(retry, on=_should_retry):
-            with attempt:
+            with attempt, _deadline(job):
                 _retry_after.set(None)
                 prediction = await create(**params)
     except (ReplicateError, httpx.TransportError) as error:
@@ -274,7 +293,7 @@ def _send_create_sync(
     client = client or client_for(settings)
     try:
         for attempt in retrying(retry, on=_should_retry):
-            with attempt:
+            with attempt, _deadline(job):
                 _retry_after.set(None)
                 prediction = client.predictions.create(**params)
     except (ReplicateError, httpx.TransportError) as error:

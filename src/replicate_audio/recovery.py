@@ -15,7 +15,7 @@ from anyio.abc import TaskGroup
 
 from .errors import PredictionError
 from .jobs import TERMINAL_PREDICTION_STATUSES, Job, JobStatus, utcnow
-from .replicate_api import PredictionReader
+from .replicate_api import PredictionsAPI
 from .storage import Delivery
 from .storage._records import as_utc
 
@@ -64,10 +64,12 @@ def matches_job(prediction: dict[str, Any], job: Job, *, window: timedelta) -> b
         return False
     if "input" in prediction and prediction["input"] != config.input:
         return False
-    if config.model is not None:
-        return prediction.get("model") == config.model
-    version = config.version or ""
-    return version.rpartition(":")[2] == prediction.get("version")
+    target = config.target
+    if "model" in target:
+        return prediction.get("model") == target["model"]
+    if "version" in target:
+        return target["version"].rpartition(":")[2] == prediction.get("version")
+    return True  # a deployment: its model may change under it; input and time decide
 
 
 class BackgroundWork:
@@ -169,7 +171,7 @@ class BackgroundWork:
         """Each job's prediction from the listing, read back until older than every job."""
         oldest = min(as_utc(job.created_at) for job in jobs) - _CLOCK_SKEW
         unmatched, found = list(jobs), {}
-        async with PredictionReader(self.audio.settings) as reader:
+        async with PredictionsAPI(self.audio.settings) as reader:
             async for prediction in reader.recent():
                 created = _parse_time(prediction.get("created_at"))
                 if created is not None and created < oldest:
@@ -226,7 +228,7 @@ class BackgroundWork:
             statuses=[JobStatus.PENDING, JobStatus.RUNNING], updated_before=before, limit=_BATCH
         )
         moved = 0
-        async with PredictionReader(self.audio.settings) as reader:
+        async with PredictionsAPI(self.audio.settings) as reader:
             for job in jobs:
                 if job.prediction_id is None:
                     continue

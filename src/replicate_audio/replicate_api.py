@@ -1,5 +1,5 @@
-"""Reading predictions back from Replicate as the JSON it sends, not through a client model
-that may lag the API (a status added later must not break a read)."""
+"""Reading (and canceling) predictions on Replicate as the JSON it sends, not through a client
+model that may lag the API (a status added later, such as ``aborted``, must not break a read)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import httpx
 from .config import Settings
 from .errors import PredictionError
 
-__all__ = ["PredictionReader"]
+__all__ = ["PredictionsAPI"]
 
 
-class PredictionReader:
-    """``GET /v1/predictions/{id}`` and the ``GET /v1/predictions`` listing (newest first,
-    cursor-paginated), with the app's token.
+class PredictionsAPI:
+    """``GET /v1/predictions/{id}``, the ``GET /v1/predictions`` listing (newest first,
+    cursor-paginated) and ``POST /v1/predictions/{id}/cancel``, with the app's token.
 
     Example:
-        >>> async with PredictionReader(settings) as reader:  # doctest: +SKIP
+        >>> async with PredictionsAPI(settings) as reader:  # doctest: +SKIP
         ...     prediction = await reader.get("ufawqhfynnddngldkgtslldrkq")
     """
 
@@ -34,7 +34,7 @@ class PredictionReader:
             trust_env=False,
         )
 
-    async def __aenter__(self) -> PredictionReader:
+    async def __aenter__(self) -> PredictionsAPI:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -44,14 +44,17 @@ class PredictionReader:
         """Close the connections."""
         await self._http.aclose()
 
-    async def _json(self, url: str, params: dict[str, str] | None = None) -> Any:
+    async def _json(
+        self, url: str, params: dict[str, str] | None = None, *, method: str = "GET"
+    ) -> Any:
         try:
-            response = await self._http.get(url, params=params)
+            response = await self._http.request(method, url, params=params)
         except httpx.HTTPError as error:
             raise PredictionError(f"could not reach Replicate: {error!r}") from error
         if response.status_code != 200:
             raise PredictionError(
-                f"Replicate answered {response.status_code} to GET {url}: {response.text[:200]}",
+                f"Replicate answered {response.status_code} to {method} {url}: "
+                f"{response.text[:200]}",
                 status=response.status_code,
             )
         try:
@@ -66,6 +69,17 @@ class PredictionReader:
             PredictionError: Replicate could not be reached or refused (404 included).
         """
         data = await self._json(f"/v1/predictions/{prediction_id}")
+        if not isinstance(data, dict):
+            raise PredictionError(f"prediction {prediction_id}: the answer is not an object")
+        return data
+
+    async def cancel(self, prediction_id: str) -> dict[str, Any]:
+        """Ask Replicate to cancel the prediction; its answer, as JSON.
+
+        Raises:
+            PredictionError: Replicate could not be reached or refused.
+        """
+        data = await self._json(f"/v1/predictions/{prediction_id}/cancel", method="POST")
         if not isinstance(data, dict):
             raise PredictionError(f"prediction {prediction_id}: the answer is not an object")
         return data

@@ -8,7 +8,7 @@ import inspect
 import os
 import threading
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
@@ -177,6 +177,12 @@ class SyncStore:
             # may have copied the lock while held: it starts afresh on its first call.
             reference = weakref.ref(self)
             os.register_at_fork(after_in_child=lambda: _forget_portal(reference))
+
+    def run(self, function: Callable[..., Awaitable[T]], /, *args: Any) -> T:
+        """Run another async function on this wrapper's loop thread, and wait for it (code
+        that shares the store's connections, such as the facade's own methods)."""
+        result: T = self._call(function, *args)
+        return result
 
     def _call(self, method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
