@@ -20,6 +20,7 @@ import httpx
 from ._pinning import PinnedHosts
 from .config import Settings
 from .errors import DownloadError, DownloadTooLargeError, OutputExpiredError, URLNotAllowedError
+from .outputs import decode_data_uri
 from .retries import RetryDecision, RetryPolicy, parse_retry_after, retrying
 
 __all__ = ["Downloader", "Resolver", "SystemResolver"]
@@ -156,6 +157,8 @@ class Downloader:
     async def download(self, url: str) -> Path:
         """Download *url* into a new temp file, which the caller owns and must remove.
 
+        A ``data:`` URI is decoded instead (within ``max_audio_bytes``), never fetched.
+
         Raises:
             URLNotAllowedError: the scheme, host or an address of the URL or a hop is refused.
             DownloadTooLargeError: the body is larger than ``settings.max_audio_bytes``.
@@ -169,6 +172,14 @@ class Downloader:
         fd, name = tempfile.mkstemp(prefix="replicate-audio-", dir=self._temp_dir)
         os.close(fd)
         path = Path(name)
+        if url.startswith("data:"):  # sync mode's outputs: decoded in place, never fetched
+            try:
+                data = decode_data_uri(url, limit=self._settings.max_audio_bytes)
+                await anyio.to_thread.run_sync(path.write_bytes, data)
+            except BaseException:
+                path.unlink(missing_ok=True)  # noqa: ASYNC240
+                raise
+            return path
         try:
             tries = 0
             try:

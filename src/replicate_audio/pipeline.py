@@ -13,10 +13,11 @@ import anyio.to_thread
 
 from ._claims import ClaimLost, keep_claim, move
 from .download import Downloader
-from .errors import JobNotFoundError, ReplicateAudioError, StorageError
+from .errors import JobNotFoundError, OutputExpiredError, ReplicateAudioError, StorageError
 from .intake import record
 from .jobs import Job, JobStatus
 from .metrics import FinishReporter, Metrics, guarded
+from .outputs import output_files, primary_output
 from .processors import (
     AudioPostProcessor,
     ProcessingContext,
@@ -40,6 +41,8 @@ logger = logging.getLogger("replicate_audio")
 
 #: Seconds a worker may hold a job in ``processing`` before another may take it over.
 DEFAULT_LEASE = 300.0
+#: Why a job whose output Replicate removed (about an hour after it finished) is dead.
+EXPIRED = "output expired before it was downloaded"
 
 
 async def _log(
@@ -114,15 +117,24 @@ async def _run(
     lease: float,
     reporter: FinishReporter,
 ) -> Job:
-    urls = Prediction.from_dict(job.prediction).output_urls if job.prediction else ()
-    if not urls:
-        reason = "the prediction succeeded without an output URL"
+    prediction = job.prediction or {}
+    files = output_files(prediction.get("output"))
+    wanted = job.config.output if job.config else None
+    primary = primary_output(files, wanted)
+    if primary is None:
+        if prediction.get("data_removed") or prediction.get("output") is None:
+            reason = EXPIRED
+        elif wanted is not None:
+            names = ", ".join(file.name for file in files)
+            reason = f"the prediction has no output {wanted!r} (it has {names})"
+        else:
+            reason = "the prediction succeeded without an output URL"
         return await _give_up(job, reason, processor, store, reporter)
     work = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "replicate-audio-"))
     try:
         info = await _process(
             job,
-            url=urls[0],
+            url=primary.url,
             processor=processor,
             store=store,
             downloader=downloader,
@@ -136,6 +148,8 @@ async def _run(
         # Our own store is down: hand the job back so a later try can finish it.
         await move(store, job, JobStatus.RECEIVED)
         raise
+    except OutputExpiredError:
+        return await _give_up(job, EXPIRED, processor, store, reporter)
     except ReplicateAudioError as error:
         return await _give_up(job, f"{type(error).__name__}: {error}", processor, store, reporter)
     except Exception as error:  # a user's processor failed; keep the job replayable

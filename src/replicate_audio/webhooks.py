@@ -25,6 +25,7 @@ from .errors import (
     TimestampError,
 )
 from .jobs import PREDICTION_STATUSES, TERMINAL_PREDICTION_STATUSES
+from .outputs import output_files
 
 __all__ = [
     "PREDICTION_STATUSES",
@@ -131,12 +132,8 @@ class Prediction:
 
     @property
     def output_urls(self) -> tuple[str, ...]:
-        """The output as URLs: a single URL string, or the strings of a list."""
-        if isinstance(self.output, str):
-            return (self.output,)
-        if isinstance(self.output, list):
-            return tuple(item for item in self.output if isinstance(item, str))
-        return ()
+        """The URLs (or ``data:`` URIs) of every output file, in order, however nested."""
+        return tuple(file.url for file in output_files(self.output))
 
 
 @attrs.frozen
