@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 
-TERMINAL = ("completed", "failed", "canceled", "dead")
+from replicate_audio.jobs import JobStatus
+
+#: The statuses after which a job changes no more (completed, failed, canceled, aborted, dead).
+TERMINAL = tuple(status.value for status in JobStatus if status.is_terminal)
 
 
 def request_audio(client: httpx.Client, *, effects: int, tracks: int) -> list[str]:

@@ -8,10 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
-from replicate_audio import Job, JobStatus, Settings, StorageError
+from replicate_audio import Job, JobStatus, Settings, StorageError, WebhookOutcome
 from replicate_audio.app import ReplicateAudio
 from replicate_audio.dispatch import InProcessDispatcher
-from replicate_audio.storage import MemoryStore, RecordedEvent
+from replicate_audio.storage import Delivery, MemoryStore, RecordedEvent
 from replicate_audio.testing import generate_secret, sign_webhook
 
 SECRET = generate_secret()
@@ -21,29 +21,74 @@ PREDICTION = {"id": "p1", "status": "processing", "output": None}
 class BrokenStore(MemoryStore):
     """A store whose database has gone away."""
 
-    def record_event(
-        self, webhook_id: str, job_id: str, prediction: dict[str, Any]
-    ) -> RecordedEvent:
+    async def record_delivery(self, delivery: Delivery) -> RecordedEvent:
         raise StorageError("connection refused")
+
+
+class StuckStore(MemoryStore):
+    """A store whose database takes any delivery's lock and never lets go."""
+
+    async def record_delivery(self, delivery: Delivery) -> RecordedEvent:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
 
 
 def facade(store: MemoryStore, **settings: Any) -> ReplicateAudio:
     return ReplicateAudio(Settings(webhook_secrets=(SECRET,), **settings), store, sweep_interval=0)
 
 
-def deliver(audio: ReplicateAudio, body: bytes, content: tuple[str, str] = ("sound_effect", "1")):
-    async def main() -> Any:
+def recorded(store: MemoryStore, job: Job) -> MemoryStore:
+    """*store* with *job* recorded in it."""
+    anyio.run(store.create_job, job)
+    return store
+
+
+def get(store: MemoryStore, job_id: str) -> Job:
+    job = anyio.run(store.get_job, job_id)
+    assert job is not None, job_id
+    return job
+
+
+def deliver(
+    audio: ReplicateAudio,
+    body: bytes,
+    content: tuple[str, str] = ("sound_effect", "1"),
+    *,
+    job_id: str | None = None,
+    webhook_id: str | None = None,
+) -> WebhookOutcome:
+    async def main() -> WebhookOutcome:
         async with audio:
-            return await audio.handle_webhook(*content, sign_webhook(body, SECRET), body)
+            headers = sign_webhook(body, SECRET, webhook_id=webhook_id)
+            return await audio.handle_webhook(*content, headers, body, job_id=job_id)
 
     return anyio.run(main)
 
 
+#: A job whose create answered: it has its prediction id.
+CREATED = Job(
+    id="j1",
+    content_type="sound_effect",
+    content_id="1",
+    status=JobStatus.PENDING,
+    prediction_id="p1",
+)
+
+
 def test_storage_down_answers_503() -> None:
     """When our own store is down the webhook answers 503, so Replicate retries later."""
-    store = BrokenStore()
-    store.create_job(Job(id="p1", content_type="sound_effect", content_id="1"))
-    outcome = deliver(facade(store), json.dumps(PREDICTION).encode())
+    store = recorded(BrokenStore(), CREATED)
+    outcome = deliver(facade(store), json.dumps(PREDICTION).encode(), job_id="j1")
+    assert outcome.status_code == 503
+    assert "storage" in outcome.body["detail"]
+
+
+def test_a_delivery_not_committed_within_the_intake_timeout_answers_503() -> None:
+    """A store that cannot commit a delivery within REPLICATE_AUDIO_INTAKE_TIMEOUT is left
+    behind: the delivery is answered 503 (Replicate retries it) instead of hanging."""
+    store = recorded(StuckStore(), CREATED)
+    audio = facade(store, intake_timeout=0.05)
+    outcome = deliver(audio, json.dumps(PREDICTION).encode(), job_id="j1")
     assert outcome.status_code == 503
     assert "storage" in outcome.body["detail"]
 
@@ -57,16 +102,80 @@ def test_oversized_body_is_refused_before_verifying() -> None:
     )
 
 
-def test_running_event_moves_job_without_dispatching() -> None:
-    """A 'processing' delivery moves the job to running and queues nothing."""
-    store = MemoryStore()
-    store.create_job(Job(id="p1", content_type="sound_effect", content_id="1"))
-    outcome = deliver(facade(store), json.dumps(PREDICTION).encode())
+@pytest.mark.parametrize("job_id", ["j1", None], ids=["by-job-id", "by-prediction-id"])
+def test_running_event_moves_job_without_dispatching(job_id: str | None) -> None:
+    """A 'processing' delivery moves the job to running and queues nothing; the job is found
+    by the URL's job id or, without one, by its prediction id."""
+    store = recorded(MemoryStore(), CREATED)
+    outcome = deliver(facade(store), json.dumps(PREDICTION).encode(), job_id=job_id)
     assert outcome.status_code == 200
-    assert outcome.body == {"job": "p1", "status": "running", "duplicate": False}
-    job = store.get_job("p1")
-    assert job is not None
-    assert job.status is JobStatus.RUNNING
+    assert outcome.body == {
+        "job": "j1",
+        "prediction": "p1",
+        "status": "running",
+        "duplicate": False,
+    }
+    assert get(store, "j1").status is JobStatus.RUNNING
+
+
+def test_a_delivery_that_outran_its_create_finds_the_job_by_its_id() -> None:
+    """A delivery for a job still creating (its create has not answered) is matched by the
+    URL's job id and attaches the prediction id to the job."""
+    store = recorded(MemoryStore(), Job(id="j1", content_type="sound_effect", content_id="1"))
+    outcome = deliver(facade(store), json.dumps(PREDICTION).encode(), job_id="j1")
+    assert outcome.status_code == 200
+    assert outcome.body == {
+        "job": "j1",
+        "prediction": "p1",
+        "status": "running",
+        "duplicate": False,
+    }
+    job = get(store, "p1")
+    assert (job.id, job.prediction_id, job.status) == ("j1", "p1", JobStatus.RUNNING)
+
+
+@pytest.mark.parametrize(
+    ("content", "job_id"),
+    [
+        (("sound_effect", "2"), "j1"),  # the job is of other content
+        (("background_music", "1"), "j1"),
+        (("sound_effect", "1"), "nope"),  # no such job
+        (("sound_effect", "1"), "j1 2"),  # never a job id
+    ],
+    ids=["other-content-id", "other-content-type", "unknown-job", "malformed-job-id"],
+)
+def test_a_delivery_that_is_not_ours_answers_404(content: tuple[str, str], job_id: str) -> None:
+    """A delivery naming a job that does not exist, or one of other content, is a 404 and
+    changes nothing."""
+    store = recorded(MemoryStore(), CREATED)
+    outcome = deliver(facade(store), json.dumps(PREDICTION).encode(), content, job_id=job_id)
+    assert outcome.status_code == 404
+    assert outcome.body["detail"]
+    assert get(store, "j1") == CREATED
+
+
+def test_a_delivery_for_another_prediction_is_not_ours() -> None:
+    """A delivery whose prediction is not the one the job was created with is a 404, even
+    with the job's own id in its URL."""
+    store = recorded(MemoryStore(), CREATED)
+    other = json.dumps(PREDICTION | {"id": "p2"}).encode()
+    outcome = deliver(facade(store), other, job_id="j1")
+    assert outcome.status_code == 404
+    assert get(store, "j1") == CREATED
+
+
+def test_an_unknown_status_is_recorded_and_answered_200() -> None:
+    """A status Replicate may add later is answered 200 and recorded once (a redelivery is a
+    duplicate), and leaves the job as it is."""
+    store = recorded(MemoryStore(), CREATED)
+    audio = facade(store)
+    body = json.dumps(PREDICTION | {"status": "paused_for_review"}).encode()
+    first = deliver(audio, body, job_id="j1", webhook_id="msg_new")
+    again = deliver(audio, body, job_id="j1", webhook_id="msg_new")
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert first.body == {"job": "j1", "prediction": "p1", "status": "pending", "duplicate": False}
+    assert again.body["duplicate"] is True
+    assert get(store, "j1").status is JobStatus.PENDING
 
 
 def test_dispatcher_refuses_work_when_stopped() -> None:

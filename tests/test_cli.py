@@ -16,7 +16,7 @@ from replicate_audio.audio import probe
 from replicate_audio.cli import load_app
 from replicate_audio.errors import ConfigurationError
 from replicate_audio.examples.catalog import sound_effect_config
-from replicate_audio.storage import SQLiteStore
+from replicate_audio.storage import Delivery, SQLiteStore
 from replicate_audio.testing import Faults, ReplicateSimulator
 
 
@@ -111,14 +111,20 @@ def test_replay_with_the_apps_own_processors(simulator: ReplicateSimulator, tmp_
     settings = simulator.settings(base_url="http://127.0.0.1:9")
     with SQLiteStore(database) as store:
         simulator.queue_faults(Faults(drop_ratio=1.0))  # the job is made dead by hand below
-        job = ReplicateAudio(settings, store).generate_sync(
-            "sound_effect", 5, sound_effect_config("a door", 1.0)
-        )
-        store.record_event("w1", job.id, simulator.wait_for_prediction(job.id))
-        assert store.claim_job(job.id, stale_after=60) is not None
+        audio = ReplicateAudio(settings, store)
+        job = audio.generate_sync("sound_effect", 5, sound_effect_config("a door", 1.0))
+        assert job.prediction_id is not None
+        blocking = audio.blocking_store()
+        prediction = simulator.wait_for_prediction(job.prediction_id)
+        delivery = Delivery(webhook_id="w1", prediction=prediction, job_id=job.id)
+        received = blocking.record_delivery(delivery).job
+        assert received is not None
+        assert received.status is JobStatus.RECEIVED
+        assert blocking.claim_job(job.id, stale_after=60) is not None
         reason = "DownloadError: the outage outlasted the retries"
         processing = {JobStatus.PROCESSING}
-        assert store.transition(job.id, expected=processing, new=JobStatus.DEAD, error=reason)
+        assert blocking.transition(job.id, expected=processing, new=JobStatus.DEAD, error=reason)
+        blocking.close()
     (tmp_path / "my_audio.py").write_text(MY_AUDIO)
     env = simulator.environ(REPLICATE_AUDIO_DATABASE=str(database))
     result = run("replay", job.id, "--app", "my_audio:create_audio", env=env, cwd=tmp_path)
@@ -126,7 +132,24 @@ def test_replay_with_the_apps_own_processors(simulator: ReplicateSimulator, tmp_
     assert f"{job.id}  completed" in result.stdout
     assert (tmp_path / "stored-by-my-app.txt").read_text() == "5 1.00"
     listed = run("jobs", "--app", "my_audio:create_audio", env=env, cwd=tmp_path)
-    assert f"{job.id}  completed  sound_effect/5" in listed.stdout
+    assert f"{job.id}  {job.prediction_id}  completed  sound_effect/5" in listed.stdout
+
+
+def test_replay_takes_a_prediction_id(simulator: ReplicateSimulator, tmp_path: Path) -> None:
+    """`replicate-audio replay` finds a job by its prediction id too, and names the job; a
+    job that is not dead is left as it is (exit 1, its status shown)."""
+    database = tmp_path / "jobs.sqlite3"
+    settings = simulator.settings(base_url="http://127.0.0.1:9")
+    with SQLiteStore(database) as store:
+        simulator.queue_faults(Faults(drop_ratio=1.0))
+        audio = ReplicateAudio(settings, store)
+        job = audio.generate_sync("sound_effect", 6, sound_effect_config("a door", 1.0))
+        audio.blocking_store().close()
+    assert job.prediction_id is not None
+    env = simulator.environ(REPLICATE_AUDIO_DATABASE=str(database))
+    result = run("replay", job.prediction_id, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.strip() == f"{job.id}  pending"
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,18 @@ def test_defaults() -> None:
     assert settings.webhook_prefix == "/api"
     assert settings.allowed_output_hosts == (AllowedOrigin("replicate.delivery"),)
     assert settings.database == "replicate-audio.sqlite3"
+    assert (settings.intake_timeout, settings.create_timeout) == (3.0, 60.0)
+    assert settings.unsent_creates == "create"
     assert settings.webhook_url("sound_effect", "5") == (
         "http://localhost:8000/api/replicate-webhook/sound_effect/5"
+    )
+
+
+def test_webhook_url_names_the_job() -> None:
+    """With a job id the webhook URL carries it as ?job=, under the base URL and prefix."""
+    settings = Settings(base_url="https://app.example.com/", webhook_prefix="/hooks")
+    assert settings.webhook_url("background_music", "text-7", "AbC-_9") == (
+        "https://app.example.com/hooks/replicate-webhook/background_music/text-7?job=AbC-_9"
     )
 
 
@@ -36,6 +46,9 @@ def test_every_variable_is_read() -> None:
             "REPLICATE_AUDIO_MAX_AUDIO_BYTES": "1000",
             "REPLICATE_AUDIO_MAX_WEBHOOK_BYTES": "2000",
             "REPLICATE_AUDIO_DATABASE": "postgresql+psycopg://db/app",
+            "REPLICATE_AUDIO_INTAKE_TIMEOUT": "1.5",
+            "REPLICATE_AUDIO_CREATE_TIMEOUT": "90",
+            "REPLICATE_AUDIO_UNSENT_CREATES": " Fail ",
         }
     )
     assert settings.base_url == "https://app.example.com"
@@ -47,6 +60,8 @@ def test_every_variable_is_read() -> None:
     assert settings.allow_private_output_hosts is True
     assert (settings.max_audio_bytes, settings.max_webhook_bytes) == (1000, 2000)
     assert settings.database == "postgresql+psycopg://db/app"
+    assert (settings.intake_timeout, settings.create_timeout) == (1.5, 90.0)
+    assert settings.unsent_creates == "fail"
     assert "r8_x" not in repr(settings)
 
 
@@ -72,12 +87,35 @@ def test_every_variable_is_read() -> None:
         ("REPLICATE_WEBHOOK_SECRET", "whsec_not base64"),
         ("REPLICATE_WEBHOOK_SECRET", "whsec_abc"),
         ("REPLICATE_API_BASE_URL", "ftp://x"),
+        ("REPLICATE_AUDIO_INTAKE_TIMEOUT", "0"),
+        ("REPLICATE_AUDIO_INTAKE_TIMEOUT", "soon"),
+        ("REPLICATE_AUDIO_INTAKE_TIMEOUT", "inf"),
+        ("REPLICATE_AUDIO_CREATE_TIMEOUT", "-1"),
+        ("REPLICATE_AUDIO_CREATE_TIMEOUT", "nan"),
+        ("REPLICATE_AUDIO_UNSENT_CREATES", "retry"),
+        ("REPLICATE_AUDIO_UNSENT_CREATES", ""),
     ],
 )
 def test_malformed_values_name_the_variable(variable: str, value: str) -> None:
     """A malformed value fails at start-up with an error naming the variable."""
     with pytest.raises(ConfigurationError, match=variable) as caught:
         Settings.from_env({variable: value})
+    assert caught.value.variable == variable
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "variable"),
+    [
+        ("intake_timeout", 0.0, "REPLICATE_AUDIO_INTAKE_TIMEOUT"),
+        ("create_timeout", float("inf"), "REPLICATE_AUDIO_CREATE_TIMEOUT"),
+        ("unsent_creates", "ignore", "REPLICATE_AUDIO_UNSENT_CREATES"),
+    ],
+)
+def test_settings_built_in_code_are_checked_too(field: str, value: object, variable: str) -> None:
+    """Settings built directly (not from the environment) refuse the same values, naming the
+    variable that sets them."""
+    with pytest.raises(ConfigurationError, match=variable) as caught:
+        Settings(**{field: value})
     assert caught.value.variable == variable
 
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
+import functools
 import json
 import multiprocessing
 import tempfile
 import threading
-import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
+import anyio.from_thread
 import attrs
 import httpx
 import pytest
@@ -35,13 +35,23 @@ from replicate_audio.download import Downloader
 from replicate_audio.errors import ConfigurationError
 from replicate_audio.pipeline import process_webhook_result, register_processor
 from replicate_audio.processors import default_processors
-from replicate_audio.storage import AudioInfo, LogEntry, SQLiteStore, Store
+from replicate_audio.storage import (
+    AudioInfo,
+    BlockingStore,
+    LogEntry,
+    MemoryStore,
+    SQLiteStore,
+    Store,
+    StoredAudio,
+    SyncStore,
+)
 from replicate_audio.testing import Faults, ReplicateSimulator, sign_webhook
 from webhook_receiver import WebhookReceiver
 
 MP3_FRAME = 1152 / 44100
 EFFECT_MODEL = "stability-ai/stable-audio-2.5"
 MUSIC_VERSION = "meta/musicgen:671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
+SUPERSEDED = "a newer job's audio for this content was kept instead"
 
 
 def effect(duration: float = 2.0, generated: float = 3.0) -> ReplicateAudioConfig:
@@ -59,10 +69,17 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     sqlite.close()
 
 
+@pytest.fixture
+def blocking(store: SQLiteStore) -> Iterator[SyncStore]:
+    """The test's own view of *store*, from code with no event loop."""
+    with SyncStore(store) as sync:
+        yield sync
+
+
 def start(
     simulator: ReplicateSimulator,
     receiver: WebhookReceiver,
-    store: Store,
+    store: Store | BlockingStore,
     *,
     processors: dict[str, AudioPostProcessor] | None = None,
     downloader_options: dict[str, Any] | None = None,
@@ -77,26 +94,47 @@ def start(
     return audio
 
 
-def stored_duration(audio: ReplicateAudio, receiver: WebhookReceiver, content: str, tmp: Path):
+def prediction_of(job: Job) -> str:
+    """*job*'s prediction id, which every job returned by generate() has."""
+    assert job.prediction_id is not None, job
+    return job.prediction_id
+
+
+def stored_duration(
+    audio: ReplicateAudio, receiver: WebhookReceiver, content: str, tmp: Path
+) -> tuple[StoredAudio, AudioInfo]:
     stored = receiver.call(audio.get_audio, *content.split(":"))
+    assert stored is not None, f"no audio stored for {content}"
     path = tmp / f"stored.{stored.format}"
     path.write_bytes(stored.data)
     return stored, probe(path, exact=True)
 
 
 def test_sound_effect_end_to_end(
-    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver, tmp_path: Path
+    simulator: ReplicateSimulator,
+    store: SQLiteStore,
+    blocking: SyncStore,
+    receiver: WebhookReceiver,
+    tmp_path: Path,
 ) -> None:
-    """A sound effect is generated, delivered, downloaded, trimmed to 2 s and stored once."""
+    """A sound effect is generated, delivered, downloaded, trimmed to 2 s and stored once,
+    under the library's own job id (its webhook URL names it; its prediction id is apart)."""
     audio = start(simulator, receiver, store)
     job = receiver.call(audio.generate, "sound_effect", "fx-1", effect(2.0, generated=3.0))
     assert job.status is JobStatus.PENDING
+    (create,) = simulator.creates
+    assert (job.prediction_id, create.status_code) == (create.prediction_id, 201)
+    assert job.id != job.prediction_id
+    assert create.body["webhook"] == (
+        f"{receiver.url}/api/replicate-webhook/sound_effect/fx-1?job={job.id}"
+    )
     done = receiver.wait_for(job.id)
     assert done.status is JobStatus.COMPLETED, done.error
+    assert done.prediction_id == job.prediction_id
     stored, info = stored_duration(audio, receiver, "sound_effect:fx-1", tmp_path)
     assert abs(info.duration - 2.0) <= MP3_FRAME
     assert (stored.format, stored.job_id, stored.size) == ("mp3", job.id, len(stored.data))
-    logs = store.list_logs(job.id)
+    logs = blocking.list_logs(job.id)
     assert [entry.status for entry in logs] == [JobStatus.COMPLETED]
     assert len([d for d in simulator.downloads if d.status_code == 200]) == 1
 
@@ -115,7 +153,10 @@ def test_background_music_is_not_trimmed(
 
 
 def test_duplicates_and_out_of_order_store_once(
-    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
+    simulator: ReplicateSimulator,
+    store: SQLiteStore,
+    blocking: SyncStore,
+    receiver: WebhookReceiver,
 ) -> None:
     """Three copies of every webhook, in any order: one download, one store, one log line."""
     audio = start(simulator, receiver, store)
@@ -123,17 +164,18 @@ def test_duplicates_and_out_of_order_store_once(
     job = receiver.call(audio.generate, "sound_effect", "dup", effect(1.0, 2.0))
     assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
     simulator.wait_idle()
-    delivered = [d for d in simulator.deliveries if d.prediction_id == job.id and d.ok]
+    prediction_id = prediction_of(job)
+    delivered = [d for d in simulator.deliveries if d.prediction_id == prediction_id and d.ok]
     assert len(delivered) >= 6  # start and completed, three copies each
-    assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == 1
-    assert [e.status for e in store.list_logs(job.id)] == [JobStatus.COMPLETED]
+    assert len([d for d in simulator.downloads if d.prediction_id == prediction_id]) == 1
+    assert [e.status for e in blocking.list_logs(job.id)] == [JobStatus.COMPLETED]
 
 
-def settle(simulator: ReplicateSimulator, receiver: WebhookReceiver, store: Store) -> Job:
+def settle(simulator: ReplicateSimulator, receiver: WebhookReceiver) -> Job:
     """Create a prediction whose webhooks are all dropped, and wait for it to finish."""
     simulator.queue_faults(Faults(drop_ratio=1.0))
     job: Job = receiver.call(receiver.audio.generate, "sound_effect", "race", effect(1.0, 2.0))
-    simulator.wait_for_prediction(job.id)
+    simulator.wait_for_prediction(prediction_of(job))
     return job
 
 
@@ -141,25 +183,30 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
     return httpx.post(url, content=body, headers=headers, timeout=10)
 
 
+def webhook_url(receiver: WebhookReceiver, job: Job) -> str:
+    """The URL Replicate calls for *job*, as generate() gave it."""
+    return f"{receiver.url}/api/replicate-webhook/{job.content_type}/{job.content_id}?job={job.id}"
+
+
 @pytest.mark.parametrize("same_id", [True, False], ids=["same-webhook-id", "five-webhook-ids"])
 def test_five_concurrent_deliveries_store_once(
     simulator: ReplicateSimulator,
     receiver: WebhookReceiver,
     store: SQLiteStore,
+    blocking: SyncStore,
     same_id: bool,
 ) -> None:
     """Five deliveries of the same success, at the same moment on five threads: stored once."""
     audio = start(simulator, receiver, store)
-    job = settle(simulator, receiver, store)
-    body = json.dumps(simulator.get_prediction(job.id)).encode()
-    url = f"{receiver.url}/api/replicate-webhook/sound_effect/race"
+    job = settle(simulator, receiver)
+    body = json.dumps(simulator.get_prediction(prediction_of(job))).encode()
     answers: list[httpx.Response] = []
     barrier = threading.Barrier(5)
 
     def deliver(n: int) -> None:
         headers = sign_webhook(body, simulator.secret, webhook_id="msg_same" if same_id else None)
         barrier.wait()
-        answers.append(post(url, body, headers))
+        answers.append(post(webhook_url(receiver, job), body, headers))
 
     threads = [threading.Thread(target=deliver, args=(n,)) for n in range(5)]
     for thread in threads:
@@ -167,11 +214,14 @@ def test_five_concurrent_deliveries_store_once(
     for thread in threads:
         thread.join()
     assert [a.status_code for a in answers] == [200] * 5
+    assert {(a.json()["job"], a.json()["prediction"]) for a in answers} == {
+        (job.id, job.prediction_id)
+    }
     if same_id:
         assert sorted(a.json()["duplicate"] for a in answers) == [False, True, True, True, True]
     assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
-    assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == 1
-    assert [e.status for e in store.list_logs(job.id)] == [JobStatus.COMPLETED]
+    assert len([d for d in simulator.downloads if d.prediction_id == job.prediction_id]) == 1
+    assert [e.status for e in blocking.list_logs(job.id)] == [JobStatus.COMPLETED]
     assert audio is receiver.audio
 
 
@@ -206,8 +256,8 @@ def test_two_processes_on_postgres_store_once(
     store = SQLAlchemyStore(postgres_url, table_prefix=prefix)
     try:
         start(simulator, receiver, store)
-        job = settle(simulator, receiver, store)
-        prediction = simulator.get_prediction(job.id)
+        job = settle(simulator, receiver)
+        prediction = simulator.get_prediction(prediction_of(job))
         settings = attrs.asdict(simulator.settings(), recurse=False)
         settings |= {"table_prefix": prefix}
         context = multiprocessing.get_context("spawn")
@@ -218,10 +268,14 @@ def test_two_processes_on_postgres_store_once(
             ]
             statuses = [result.get(timeout=60) for result in results]
         assert "completed" in statuses
-        assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == 1
-        assert [e.status for e in store.list_logs(job.id)] == [JobStatus.COMPLETED]
-        assert store.get_audio("sound_effect", "race") is not None
+        assert len([d for d in simulator.downloads if d.prediction_id == job.prediction_id]) == 1
+        with SyncStore(store) as blocking:
+            assert [e.status for e in blocking.list_logs(job.id)] == [JobStatus.COMPLETED]
+            stored = blocking.get_audio("sound_effect", "race")
+        assert stored is not None
+        assert stored.job_id == job.id
     finally:
+        assert store.engine is not None
         store.metadata.drop_all(store.engine)
         store.close()
 
@@ -247,11 +301,16 @@ def test_download_faults_are_retried(
     simulator.queue_faults(faults)
     job = receiver.call(audio.generate, "sound_effect", "flaky", effect(1.0, 2.0))
     assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
-    assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == downloads
+    assert len([d for d in simulator.downloads if d.prediction_id == job.prediction_id]) == (
+        downloads
+    )
 
 
 def test_expired_output_is_dead_then_replayed(
-    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
+    simulator: ReplicateSimulator,
+    store: SQLiteStore,
+    blocking: SyncStore,
+    receiver: WebhookReceiver,
 ) -> None:
     """410 is permanent: the job is parked dead with its reason; replay runs it again."""
     audio = start(simulator, receiver, store)
@@ -259,12 +318,15 @@ def test_expired_output_is_dead_then_replayed(
     job = receiver.call(audio.generate, "sound_effect", "gone", effect(1.0, 2.0))
     dead = receiver.wait_for(job.id)
     assert dead.status is JobStatus.DEAD
-    assert "OutputExpiredError" in (dead.error or "")
-    assert len([d for d in simulator.downloads if d.prediction_id == job.id]) == 1  # no retry
-    assert [e.status for e in store.list_logs(job.id)] == [JobStatus.DEAD]
-    simulator.set_faults(job.id, Faults())
+    assert dead.error == "output expired before it was downloaded"
+    prediction_id = prediction_of(job)
+    assert (
+        len([d for d in simulator.downloads if d.prediction_id == prediction_id]) == 1
+    )  # no retry
+    assert [e.status for e in blocking.list_logs(job.id)] == [JobStatus.DEAD]
+    simulator.set_faults(prediction_id, Faults())
     replayed = receiver.call(audio.replay, job.id)
-    assert replayed.status is JobStatus.COMPLETED
+    assert (replayed.id, replayed.status) == (job.id, JobStatus.COMPLETED)
     assert replayed.error is None
 
 
@@ -273,16 +335,19 @@ def test_missing_output_file_is_dead(
 ) -> None:
     """A 404 on the output is not retried: the job is dead, naming the status."""
     audio = start(simulator, receiver, store)
-    job = settle(simulator, receiver, store)
-    prediction = simulator.get_prediction(job.id) | {"output": f"{simulator.url}/files/nope.mp3"}
-    done = receiver.call(_direct, audio, prediction)
-    assert done.status is JobStatus.DEAD
+    job = settle(simulator, receiver)
+    output = {"output": f"{simulator.url}/files/nope.mp3"}
+    prediction = simulator.get_prediction(prediction_of(job)) | output
+    done = receiver.call(_direct, audio, "race", prediction)
+    assert (done.id, done.status) == (job.id, JobStatus.DEAD)
     assert "404" in (done.error or "")
 
 
-async def _direct(audio: ReplicateAudio, prediction: dict[str, Any]) -> Job:
+async def _direct(audio: ReplicateAudio, content_id: str, prediction: dict[str, Any]) -> Job:
+    """What a script does without a dispatcher: record the prediction (its job found by the
+    prediction id) and process it in this task."""
     return await process_webhook_result(
-        "sound_effect", "race", prediction, store=audio.store, downloader=audio.downloader
+        "sound_effect", content_id, prediction, store=audio.store, downloader=audio.downloader
     )
 
 
@@ -308,21 +373,24 @@ def test_failed_and_canceled_predictions_are_logged_not_retried(
     simulator: ReplicateSimulator,
     receiver: WebhookReceiver,
     store: SQLiteStore,
+    blocking: SyncStore,
     failure: Faults,
     status: JobStatus,
 ) -> None:
-    """A failed or canceled prediction is logged once, nothing is downloaded or retried."""
+    """A failed or canceled prediction is logged once, nothing is downloaded or retried (a
+    replay, here by prediction id, leaves it as it is)."""
     audio = start(simulator, receiver, store)
     simulator.queue_faults(failure)
     job = receiver.call(audio.generate, "sound_effect", "nope", effect(1.0, 2.0))
     assert receiver.wait_for(job.id).status is status
-    simulator.wait_until(lambda: len(store.list_logs(job.id)) == 1)
-    (entry,) = store.list_logs(job.id)
+    simulator.wait_until(lambda: len(blocking.list_logs(job.id)) == 1)
+    (entry,) = blocking.list_logs(job.id)
     assert entry.status is status
     if failure.fail_with:
         assert "CUDA out of memory" in entry.message
-    assert not [d for d in simulator.downloads if d.prediction_id == job.id]
-    assert receiver.call(audio.replay, job.id).status is status
+    assert not [d for d in simulator.downloads if d.prediction_id == job.prediction_id]
+    replayed = receiver.call(audio.replay, prediction_of(job))
+    assert (replayed.id, replayed.status) == (job.id, status)
 
 
 class VoiceoverProcessor(AudioPostProcessor):
@@ -344,7 +412,10 @@ class VoiceoverProcessor(AudioPostProcessor):
 
 
 def test_custom_processor_is_used(
-    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
+    simulator: ReplicateSimulator,
+    store: SQLiteStore,
+    blocking: SyncStore,
+    receiver: WebhookReceiver,
 ) -> None:
     """A processor for a new content type is routed to without touching the library."""
     voiceover = VoiceoverProcessor()
@@ -358,7 +429,7 @@ def test_custom_processor_is_used(
     ((content_id, info, size),) = voiceover.stored
     assert (content_id, info.format, size) == ("line-1", "wav", info.size)
     assert [e.status for e in voiceover.logged] == [JobStatus.COMPLETED]
-    assert store.get_audio("voiceover", "line-1") is None  # it stored into its own place
+    assert blocking.get_audio("voiceover", "line-1") is None  # it stored into its own place
 
 
 def test_registered_processor_is_used_by_every_app(
@@ -425,24 +496,18 @@ def test_large_wav_is_processed_without_holding_it_in_memory(
     config = ReplicateAudioConfig(model="acme/long", input={"duration": 120}, duration=1.0)
     simulator.queue_faults(Faults(drop_ratio=1.0))
     job = receiver.call(audio.generate, "sound_effect", "long", config)
-    prediction = simulator.wait_for_prediction(job.id)
+    prediction = simulator.wait_for_prediction(prediction_of(job))
     with httpx.stream("GET", prediction["output"]) as warm:  # synthesise it before measuring
         size = sum(len(chunk) for chunk in warm.iter_bytes())
     assert size > 20_000_000
     tracemalloc.start()
     try:
-        done = receiver.call(_direct_long, audio, prediction)
+        done = receiver.call(_direct, audio, "long", prediction)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert done.status is JobStatus.COMPLETED
+    assert (done.id, done.status) == (job.id, JobStatus.COMPLETED)
     assert peak < size / 4, f"peak {peak} bytes for a {size} byte file"
-
-
-async def _direct_long(audio: ReplicateAudio, prediction: dict[str, Any]) -> Job:
-    return await process_webhook_result(
-        "sound_effect", "long", prediction, store=audio.store, downloader=audio.downloader
-    )
 
 
 class RecordingResolver:
@@ -471,8 +536,6 @@ class RecordingResolver:
 def test_production_settings_refuse_before_connecting(url: str) -> None:
     """In production settings a job whose output points off the allow-list, or to a private or
     link-local address, is parked dead before any connection is attempted."""
-    from replicate_audio.storage import MemoryStore
-
     attempts: list[httpx.Request] = []
 
     def refuse(request: httpx.Request) -> httpx.Response:
@@ -487,18 +550,19 @@ def test_production_settings_refuse_before_connecting(url: str) -> None:
     )
     settings = Settings(base_url="https://app.example.com", api_token="r8_secret")
     store = MemoryStore()
-    store.create_job(Job(id="p1", content_type="sound_effect", content_id="1"))
     prediction = {"id": "p1", "status": "succeeded", "output": url}
 
     async def main() -> Job:
+        # A job whose create has not answered yet: the delivery finds it by its URL's job id.
+        await store.create_job(Job(id="j1", content_type="sound_effect", content_id="1"))
         transport = httpx.MockTransport(refuse)
         async with Downloader(settings, transport=transport, resolver=resolver) as downloader:
             return await process_webhook_result(
-                "sound_effect", "1", prediction, store=store, downloader=downloader
+                "sound_effect", "1", prediction, store=store, downloader=downloader, job_id="j1"
             )
 
     job = anyio.run(main)
-    assert job.status is JobStatus.DEAD
+    assert (job.id, job.prediction_id, job.status) == ("j1", "p1", JobStatus.DEAD)
     assert "URLNotAllowedError" in (job.error or "")
     assert attempts == []
 
@@ -516,7 +580,55 @@ def test_lost_webhooks_are_reconciled(
     simulator.queue_faults(Faults(drop_ratio=1.0))
     job = receiver.call(audio.generate, "sound_effect", "lost", effect(1.0, 2.0))
     assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
-    assert not [d for d in simulator.deliveries if d.prediction_id == job.id and not d.dropped]
+    prediction_id = prediction_of(job)
+    assert not [
+        d for d in simulator.deliveries if d.prediction_id == prediction_id and not d.dropped
+    ]
+
+
+def deliver_result(simulator: ReplicateSimulator, receiver: WebhookReceiver, job: Job) -> None:
+    """Send *job*'s finished prediction to its webhook URL, signed as Replicate would, and
+    wait until the job has been processed."""
+    body = json.dumps(simulator.wait_for_prediction(prediction_of(job))).encode()
+    answer = post(webhook_url(receiver, job), body, sign_webhook(body, simulator.secret))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "job": job.id,
+        "prediction": job.prediction_id,
+        "status": "received",
+        "duplicate": False,
+    }
+    assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
+
+
+@pytest.mark.parametrize("first", ["newer", "older"], ids=["newer-first", "older-first"])
+def test_the_newest_job_wins(
+    simulator: ReplicateSimulator,
+    store: SQLiteStore,
+    blocking: SyncStore,
+    receiver: WebhookReceiver,
+    tmp_path: Path,
+    first: str,
+) -> None:
+    """Two jobs for one piece of content whose results arrive in either order (the older's
+    success after the newer completed, or before): the newer job's audio is what stays stored,
+    and the older job is still completed and logged, saying its audio was not kept."""
+    audio = start(simulator, receiver, store)
+    jobs = []
+    for duration in (1.0, 0.5):  # the older job, then the newer; the lengths tell them apart
+        simulator.queue_faults(Faults(drop_ratio=1.0))  # the test delivers their results
+        jobs.append(receiver.call(audio.generate, "sound_effect", "same", effect(duration, 2.0)))
+    older, newer = jobs
+    assert newer.is_newer_than(older)
+    for job in [newer, older] if first == "newer" else [older, newer]:
+        deliver_result(simulator, receiver, job)
+    stored, info = stored_duration(audio, receiver, "sound_effect:same", tmp_path)
+    assert stored.job_id == newer.id
+    assert abs(info.duration - 0.5) <= MP3_FRAME
+    ((older_entry,), (newer_entry,)) = (blocking.list_logs(job.id) for job in (older, newer))
+    assert (older_entry.status, newer_entry.status) == (JobStatus.COMPLETED, JobStatus.COMPLETED)
+    assert (SUPERSEDED in older_entry.message) is (first == "newer")
+    assert SUPERSEDED not in newer_entry.message
 
 
 def voiceover_app(
@@ -547,46 +659,108 @@ def ask_voiceover(audio: ReplicateAudio, receiver: WebhookReceiver, content_id: 
     return job
 
 
-class SlowStoreProcessor(VoiceoverProcessor):
-    """Takes longer to store than the lease lasts."""
+class WatchedStore(SQLiteStore):
+    """A SQLite store that lets a processor's worker thread wait for what the event loop does
+    meanwhile: the claim renewals, and the sweeps that look for abandoned jobs."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._news = threading.Condition()
+        #: Claim renewals asked for, and those that found the claim taken over.
+        self.renewals = 0
+        self.lost_renewals = 0
+        #: Each sweep for abandoned jobs: its cutoff, and the ids of the jobs it found.
+        self.sweeps: list[tuple[datetime, list[str]]] = []
+
+    def wait(self, predicate: Callable[[], bool], *, timeout: float = 10.0) -> None:
+        """Block this (worker) thread until *predicate* holds."""
+        with self._news:
+            if not self._news.wait_for(predicate, timeout):
+                raise TimeoutError(f"still waiting after {timeout} s")
+
+    async def transition(self, job_id: str, **changes: Any) -> Job | None:
+        renewal = changes["new"] is JobStatus.PROCESSING
+        if renewal:
+            with self._news:
+                self.renewals += 1
+                self._news.notify_all()
+        moved = await self._move(job_id, **changes)
+        if renewal and moved is None:
+            with self._news:
+                self.lost_renewals += 1
+                self._news.notify_all()
+        return moved
+
+    async def _move(self, job_id: str, **changes: Any) -> Job | None:
+        return await super().transition(job_id, **changes)
+
+    async def list_jobs(self, **query: Any) -> list[Job]:
+        jobs = await super().list_jobs(**query)
+        if JobStatus.PROCESSING in (query.get("statuses") or ()):
+            with self._news:
+                self.sweeps.append((query["updated_before"], [job.id for job in jobs]))
+                self._news.notify_all()
+        return jobs
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[WatchedStore]:
+    sqlite = WatchedStore(tmp_path / "jobs.sqlite3")
+    yield sqlite
+    sqlite.close()
+
+
+class Outlasting(VoiceoverProcessor):
+    """Stores only once *until* holds for the job: a job that takes as long as that event
+    takes to happen, waited for on the hook's worker thread while the loop renews the claim."""
+
+    def __init__(self, store: WatchedStore, until: Callable[[Job], bool]) -> None:
+        super().__init__()
+        self.store, self.until = store, until
 
     def store_audio(
         self, job: Job, path: Path, info: AudioInfo, context: ProcessingContext
     ) -> None:
-        import time
-
-        time.sleep(0.6)
+        self.store.wait(lambda: self.until(job))
         super().store_audio(job, path, info, context)
 
 
 def test_slow_job_keeps_its_claim(
-    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
+    simulator: ReplicateSimulator, watched: WatchedStore, receiver: WebhookReceiver
 ) -> None:
-    """A job that takes longer than its lease renews its claim: no sweep hands it to a second
-    worker, and it is stored once."""
-    slow = SlowStoreProcessor()
-    audio = voiceover_app(simulator, receiver, store, slow, lease=0.3, sweep_interval=0.05)
+    """A job still working when its lease would have run out renews its claim: the sweeps
+    after that moment find no abandoned job, no second worker takes it, it is stored once."""
+
+    def two_sweeps_past_the_lease(job: Job) -> bool:
+        # Without renewals each of these sweeps would find the job (claimed at updated_at).
+        return len([cutoff for cutoff, _ in watched.sweeps if cutoff > job.updated_at]) >= 2
+
+    slow = Outlasting(watched, two_sweeps_past_the_lease)
+    audio = voiceover_app(simulator, receiver, watched, slow, lease=0.3, sweep_interval=0.05)
     done = receiver.wait_for(ask_voiceover(audio, receiver, "slow").id)
     assert done.status is JobStatus.COMPLETED
     assert len(slow.stored) == 1
     assert done.attempts == 1
+    assert watched.renewals >= 2
+    assert [found for _, found in watched.sweeps if done.id in found] == []
 
 
 class TakenOver(VoiceoverProcessor):
     """Another worker takes the first job over while this one is in one of its steps, as if
     this worker had stalled past its lease (the takeover is the store's own claim)."""
 
-    def __init__(self, store: Store, step: str, pause: float = 0.0) -> None:
+    def __init__(self, store: WatchedStore, step: str, *, stall: bool = False) -> None:
         super().__init__()
-        self.store, self.step, self.pause = store, step, pause
+        self.store, self.step, self.stall = store, step, stall
         self.taken_over: list[str] = []
 
     def _take_over(self, job: Job, step: str) -> None:
         if step == self.step and not self.taken_over:
-            claimed = self.store.claim_job(job.id, stale_after=0)
-            assert claimed is not None
+            claim = functools.partial(self.store.claim_job, job.id, stale_after=0)
+            assert anyio.from_thread.run(claim) is not None
             self.taken_over.append(job.id)
-            time.sleep(self.pause)
+            if self.stall:  # until this worker's next renewal has found its claim gone
+                self.store.wait(lambda: self.store.lost_renewals >= 1)
 
     def trim_audio(self, source: Path, dest: Path, job: Job) -> AudioInfo:
         self._take_over(job, "trim")
@@ -600,15 +774,16 @@ class TakenOver(VoiceoverProcessor):
 
 
 def test_a_worker_taken_over_stops_before_storing(
-    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
+    simulator: ReplicateSimulator, watched: WatchedStore, receiver: WebhookReceiver
 ) -> None:
     """A worker stalls in its trim past its lease and the job is taken over: its next renewal
     fails, so it stops without storing, logging or moving the job; the sweep hands the
     abandoned claim on, and the audio is stored once."""
-    voice = TakenOver(store, "trim", pause=0.3)  # a renewal (every 0.1 s) falls due meanwhile
-    audio = voiceover_app(simulator, receiver, store, voice, lease=0.3, sweep_interval=0.05)
+    voice = TakenOver(watched, "trim", stall=True)
+    audio = voiceover_app(simulator, receiver, watched, voice, lease=0.3, sweep_interval=0.05)
     done = receiver.wait_for(ask_voiceover(audio, receiver).id)
     assert voice.taken_over == [done.id]
+    assert watched.lost_renewals == 1
     assert done.status is JobStatus.COMPLETED
     assert done.attempts == 3  # the stalled worker's, the takeover's, the one that finished
     assert len(voice.stored) == 1
@@ -616,34 +791,34 @@ def test_a_worker_taken_over_stops_before_storing(
 
 
 def test_a_worker_taken_over_cannot_complete_the_job(
-    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
+    simulator: ReplicateSimulator, watched: WatchedStore, receiver: WebhookReceiver
 ) -> None:
     """A worker whose job is taken over after it stored, but before it completes, loses the
     fenced completion: the job stays with the worker that holds the newer claim."""
-    voice, held = TakenOver(store, "store"), HeldDispatcher()
-    audio = voiceover_app(simulator, receiver, store, voice, dispatcher=held)
+    voice, held = TakenOver(watched, "store"), HeldDispatcher()
+    audio = voiceover_app(simulator, receiver, watched, voice, dispatcher=held)
     job = ask_voiceover(audio, receiver)
     simulator.wait_until(lambda: job.id in held.held)
     after = receiver.call(audio.process, job.id)  # this worker, start to finish
     assert voice.taken_over == [job.id]
     assert (after.status, after.attempts) == (JobStatus.PROCESSING, 2)
-    assert store.get_job(job.id) == after
+    assert receiver.call(watched.get_job, job.id) == after
     assert len(voice.stored) == 1
 
 
-class RenewalFails(SQLiteStore):
+class RenewalFails(WatchedStore):
     """A store whose claim renewals raise something other than StorageError."""
 
-    def transition(self, job_id: str, **changes: Any) -> Job | None:
+    async def _move(self, job_id: str, **changes: Any) -> Job | None:
         if changes["new"] is JobStatus.PROCESSING:
             raise RuntimeError("the renewal broke")
-        return super().transition(job_id, **changes)
+        return await super()._move(job_id, **changes)
 
 
-class NoAttempt(SQLiteStore):
+class NoAttempt(WatchedStore):
     """A store written before transition() took attempt=."""
 
-    def transition(  # type: ignore[override]
+    async def transition(  # type: ignore[override]
         self,
         job_id: str,
         *,
@@ -652,7 +827,7 @@ class NoAttempt(SQLiteStore):
         error: str | None = None,
         prediction: dict[str, Any] | None = None,
     ) -> Job | None:
-        return super().transition(
+        return await super().transition(
             job_id, expected=expected, new=new, error=error, prediction=prediction
         )
 
@@ -662,60 +837,73 @@ def test_stores_that_cannot_fence_still_complete(
     simulator: ReplicateSimulator,
     receiver: WebhookReceiver,
     tmp_path: Path,
-    kind: type[SQLiteStore],
+    kind: type[WatchedStore],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A slow job whose renewals raise (not a StorageError), or whose store predates attempt=,
     still completes, once, with a warning saying why."""
-    with kind(tmp_path / "jobs.sqlite3") as store:
-        slow = SlowStoreProcessor()
+    store = kind(tmp_path / "jobs.sqlite3")
+    try:
+        slow = Outlasting(store, lambda job: store.renewals >= 1)  # slower than a renewal
         audio = voiceover_app(simulator, receiver, store, slow, lease=0.3)
         done = receiver.wait_for(ask_voiceover(audio, receiver).id)
         receiver.close()
+    finally:
+        store.close()
     assert (done.status, done.attempts) == (JobStatus.COMPLETED, 1)
     assert len(slow.stored) == 1
     expected = "the renewal broke" if kind is RenewalFails else "takes no attempt="
     assert expected in caplog.text
 
 
-class AsyncStore:
-    """Every store method as ``async def``, the way a store on an async driver is written
-    (here over SQLite, each call awaited on the event loop)."""
+class PlainStore:
+    """Every store method as a plain blocking one, the way a store over a synchronous driver
+    is written (here over SQLite), recording each call and the thread it ran on."""
 
     METHODS = (
-        "create_job", "get_job", "record_event", "transition", "claim_job", "list_jobs",
-        "save_audio", "get_audio", "log_result", "list_logs",
+        "create_job", "get_job", "attach_prediction", "record_delivery", "transition",
+        "claim_job", "list_jobs", "save_audio", "get_audio", "log_result", "list_logs",
     )  # fmt: skip
 
-    def __init__(self, inner: SQLiteStore) -> None:
+    def __init__(self, inner: SyncStore) -> None:
         self.inner = inner
-        self.awaited: set[str] = set()
+        self.calls: list[tuple[str, threading.Thread]] = []
 
     def __getattr__(self, name: str) -> Any:
         if name not in self.METHODS:
             raise AttributeError(name)
         method = getattr(self.inner, name)
 
-        async def awaited(*args: Any, **kwargs: Any) -> Any:
-            self.awaited.add(name)
-            await anyio.lowlevel.checkpoint()
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, threading.current_thread()))
             return method(*args, **kwargs)
 
-        awaited.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
-        return awaited
+        return blocking
 
 
-def test_an_async_store_works_end_to_end(
-    simulator: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
+def test_a_blocking_store_works_end_to_end(
+    simulator: ReplicateSimulator,
+    store: SQLiteStore,
+    blocking: SyncStore,
+    receiver: WebhookReceiver,
 ) -> None:
-    """A store whose methods are all async def takes deliveries twice over, processes and
-    stores once, like a sync one; generate_sync works with it too."""
-    async_store = AsyncStore(store)
+    """A store whose methods are all plain blocking ones is wrapped once by the app: it takes
+    deliveries twice over, processes and stores once, like an async one, and none of its
+    calls runs on the event loop's thread; generate_sync works with it too."""
+    plain = PlainStore(blocking)
     simulator.queue_faults(Faults(duplicates=2))
-    audio = start(simulator, receiver, async_store)  # type: ignore[arg-type]
-    job = audio.generate_sync("sound_effect", "async-1", effect(1.0, 2.0))
+    audio = start(simulator, receiver, plain)  # type: ignore[arg-type]
+    job = audio.generate_sync("sound_effect", "plain-1", effect(1.0, 2.0))
+    assert job.status is JobStatus.PENDING
     assert receiver.wait_for(job.id).status is JobStatus.COMPLETED
-    assert store.get_audio("sound_effect", "async-1") is not None
-    assert [entry.status for entry in store.list_logs(job.id)] == [JobStatus.COMPLETED]
-    expected = {"create_job", "get_job", "record_event", "claim_job", "transition", "save_audio"}
-    assert expected <= async_store.awaited
+    stored = blocking.get_audio("sound_effect", "plain-1")
+    assert stored is not None
+    assert stored.job_id == job.id
+    assert [entry.status for entry in blocking.list_logs(job.id)] == [JobStatus.COMPLETED]
+    called = {name for name, _ in plain.calls}
+    assert {
+        "create_job", "attach_prediction", "record_delivery", "get_job", "claim_job",
+        "transition", "save_audio", "log_result",
+    } <= called  # fmt: skip
+    loop_thread = receiver.call(threading.current_thread)
+    assert [name for name, thread in plain.calls if thread is loop_thread] == []

@@ -4,6 +4,9 @@ exact requests, retries of 429 and 5xx, and refusals."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,8 @@ from replicate_audio import (
     acreate_webhook_prediction,
     create_webhook_prediction,
 )
-from replicate_audio.jobs import JobStatus
-from replicate_audio.storage import MemoryStore, SQLiteStore
+from replicate_audio.jobs import Job, JobStatus
+from replicate_audio.storage import MemoryStore, SQLiteStore, Store
 from replicate_audio.testing import Faults, ReplicateSimulator
 
 VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
@@ -34,6 +37,15 @@ def store() -> MemoryStore:
     return MemoryStore()
 
 
+def stored(store: Store, job_id: str) -> Job | None:
+    """The job as *store* has it, read from this test's thread."""
+    return anyio.run(store.get_job, job_id)
+
+
+def jobs_in(store: Store) -> list[Job]:
+    return anyio.run(store.list_jobs)
+
+
 @pytest.fixture
 def sim_settings(simulator: ReplicateSimulator) -> Settings:
     return simulator.settings(base_url="https://app.example.com", webhook_prefix="/hooks")
@@ -42,8 +54,8 @@ def sim_settings(simulator: ReplicateSimulator) -> Settings:
 def test_version_request_is_exact(
     simulator: ReplicateSimulator, sim_settings: Settings, store: MemoryStore
 ) -> None:
-    """A version prediction posts to /v1/predictions with input, webhook URL, filter and token,
-    and the job is recorded before the call returns."""
+    """A version prediction posts to /v1/predictions with input, webhook URL (naming the job's
+    own id), filter and token; the job is returned pending with its prediction id, as stored."""
     config = ReplicateAudioConfig(
         version=VERSION, input={"prompt": "rain on a tin roof", "duration": 5}, duration=4.0
     )
@@ -55,17 +67,60 @@ def test_version_request_is_exact(
     assert request.body == {
         "version": VERSION,
         "input": {"prompt": "rain on a tin roof", "duration": 5},
-        "webhook": "https://app.example.com/hooks/replicate-webhook/sound_effect/42",
+        "webhook": f"https://app.example.com/hooks/replicate-webhook/sound_effect/42?job={job.id}",
         "webhook_events_filter": ["start", "completed"],
     }
-    assert (job.id, job.status, job.content_type, job.content_id) == (
+    assert (job.prediction_id, job.status, job.content_type, job.content_id) == (
         request.prediction_id,
         JobStatus.PENDING,
         "sound_effect",
         "42",
     )
+    assert job.id != job.prediction_id
     assert job.config == config
-    assert store.get_job(job.id) == job
+    assert stored(store, job.id) == job
+    assert stored(store, request.prediction_id) == job  # found by either id
+
+
+class WatchingStore(MemoryStore):
+    """Remembers how many creates the simulator had seen when each job was recorded."""
+
+    def __init__(self, simulator: ReplicateSimulator) -> None:
+        super().__init__()
+        self.simulator = simulator
+        self.creates_seen: list[int] = []
+
+    async def create_job(self, job: Job) -> Job:
+        self.creates_seen.append(len(self.simulator.creates))
+        return await super().create_job(job)
+
+
+@pytest.mark.parametrize("form", ["sync", "async"])
+def test_the_job_is_recorded_before_the_create_is_sent(
+    simulator: ReplicateSimulator, sim_settings: Settings, form: str
+) -> None:
+    """The job is recorded, creating, under an id of the library's own before Replicate hears
+    of it, so a delivery that outruns the create's answer (or a process that dies meanwhile)
+    still has a job to find."""
+    store = WatchingStore(simulator)
+    config = ReplicateAudioConfig(version=VERSION, input={})
+    if form == "sync":
+        job = create_webhook_prediction(
+            "sound_effect", 1, config, settings=sim_settings, store=store
+        )
+    else:
+        job = anyio.run(
+            lambda: acreate_webhook_prediction(
+                "sound_effect", 1, config, settings=sim_settings, store=store
+            )
+        )
+    assert store.creates_seen == [0]
+    assert len(simulator.creates) == 1
+    assert len(job.id) == 22
+    assert (job.status, job.prediction_id) == (
+        JobStatus.PENDING,
+        simulator.creates[0].prediction_id,
+    )
 
 
 def test_model_request_uses_models_endpoint(
@@ -84,7 +139,10 @@ def test_model_request_uses_models_endpoint(
     assert request.path == "/v1/models/stability-ai/stable-audio-2.5/predictions"
     assert "version" not in request.body
     assert request.body["webhook_events_filter"] == ["completed"]
-    assert request.body["webhook"].endswith("/replicate-webhook/background_music/text-7")
+    (job,) = jobs_in(store)
+    assert request.body["webhook"].endswith(
+        f"/replicate-webhook/background_music/text-7?job={job.id}"
+    )
 
 
 def test_async_create_records_the_job(
@@ -93,15 +151,17 @@ def test_async_create_records_the_job(
     """acreate_webhook_prediction sends the same request from async code and records the job."""
     config = ReplicateAudioConfig(version=f"meta/musicgen:{VERSION}", input={"prompt": "x"})
 
-    async def main() -> str:
-        job = await acreate_webhook_prediction(
+    async def main() -> Job:
+        return await acreate_webhook_prediction(
             "sound_effect", "a.b~c", config, settings=sim_settings, store=store
         )
-        return job.id
 
-    job_id = anyio.run(main)
-    assert simulator.creates[0].body["version"] == f"meta/musicgen:{VERSION}"
-    assert store.get_job(job_id) is not None
+    job = anyio.run(main)
+    (request,) = simulator.creates
+    assert request.body["version"] == f"meta/musicgen:{VERSION}"
+    assert request.body["webhook"].endswith(f"/sound_effect/a.b~c?job={job.id}")
+    assert (job.status, job.prediction_id) == (JobStatus.PENDING, request.prediction_id)
+    assert stored(store, job.id) == job
 
 
 def test_default_store_is_the_configured_database(
@@ -111,7 +171,8 @@ def test_default_store_is_the_configured_database(
     settings = simulator.settings(database=str(tmp_path / "jobs.sqlite3"))
     config = ReplicateAudioConfig(model="stability-ai/stable-audio-2.5", input={})
     job = create_webhook_prediction("sound_effect", 1, config, settings=settings)
-    assert SQLiteStore(tmp_path / "jobs.sqlite3").get_job(job.id) == job
+    with SQLiteStore(tmp_path / "jobs.sqlite3") as store:
+        assert stored(store, job.id) == job
 
 
 def test_429_retried_after_retry_after(
@@ -128,7 +189,7 @@ def test_429_retried_after_retry_after(
     assert [first.status_code, second.status_code, third.status_code] == [429, 429, 201]
     # Waited Retry-After twice, capped at max_delay (0.2 s), not the full 1 s.
     assert 0.35 <= third.time - first.time < 1.0
-    assert job.id == third.prediction_id
+    assert job.prediction_id == third.prediction_id
 
 
 def test_async_429_then_5xx_retried(
@@ -138,28 +199,34 @@ def test_async_429_then_5xx_retried(
     simulator.queue_faults(Faults(rate_limit_creates=1, retry_after=0, create_errors=(503, 522)))
     config = ReplicateAudioConfig(version=VERSION, input={})
 
-    async def main() -> str:
+    async def main() -> str | None:
         job = await acreate_webhook_prediction(
             "sound_effect", 1, config, settings=sim_settings, retry=FAST, store=store
         )
-        return job.id
+        return job.prediction_id
 
-    job_id = anyio.run(main)
+    prediction_id = anyio.run(main)
     assert [create.status_code for create in simulator.creates] == [429, 503, 522, 201]
-    assert job_id == simulator.creates[-1].prediction_id
+    assert prediction_id == simulator.creates[-1].prediction_id
 
 
-def test_retries_give_up(simulator: ReplicateSimulator, sim_settings: Settings) -> None:
-    """After the last attempt the 5xx becomes a PredictionError with its status."""
+def test_retries_give_up(
+    simulator: ReplicateSimulator, sim_settings: Settings, store: MemoryStore
+) -> None:
+    """After the last attempt the 5xx becomes a PredictionError with its status, and the job
+    is failed with the reason."""
     simulator.queue_faults(Faults(create_errors=(500,) * 4))
     config = ReplicateAudioConfig(version=VERSION, input={})
     with pytest.raises(PredictionError) as caught:
         create_webhook_prediction(
-            "sound_effect", 1, config, settings=sim_settings, retry=FAST, store=MemoryStore()
+            "sound_effect", 1, config, settings=sim_settings, retry=FAST, store=store
         )
     assert caught.value.status == 500
     assert caught.value.detail == "Something went wrong on our end. Please try again."
     assert len(simulator.creates) == 4
+    (job,) = jobs_in(store)
+    assert (job.status, job.prediction_id) == (JobStatus.FAILED, None)
+    assert "Something went wrong on our end" in (job.error or "")
 
 
 @pytest.mark.parametrize(
@@ -243,23 +310,90 @@ def test_simulator_refusals_become_prediction_errors(
     config: ReplicateAudioConfig,
     status: int,
 ) -> None:
-    """A wrong token, an unknown model or an unknown version raise PredictionError at once."""
+    """A wrong token, an unknown model or an unknown version raise PredictionError at once;
+    the job, recorded before the create, is failed with Replicate's reason."""
     settings = simulator.settings(api_token=token or simulator.api_token)
     with pytest.raises(PredictionError) as caught:
         create_webhook_prediction("sound_effect", 1, config, settings=settings, store=store)
     assert caught.value.status == status
     assert caught.value.detail
-    assert store.list_jobs() == []
+    (job,) = jobs_in(store)
+    assert (job.status, job.prediction_id, job.config) == (JobStatus.FAILED, None, config)
+    assert f"could not be created: Replicate refused the prediction ({status})" in (job.error or "")
+    assert caught.value.detail in (job.error or "")
 
 
-def test_unreachable_replicate_is_a_prediction_error() -> None:
-    """A refused connection is retried, then reported as PredictionError."""
+def test_unreachable_replicate_is_a_prediction_error(store: MemoryStore) -> None:
+    """A refused connection (the request never left) is retried, then reported as
+    PredictionError, and the job is failed."""
     settings = Settings(api_token="t", api_base_url="http://127.0.0.1:9")
     config = ReplicateAudioConfig(version=VERSION, input={})
     with pytest.raises(PredictionError, match="could not reach"):
         create_webhook_prediction(
-            "sound_effect", 1, config, settings=settings, retry=FAST, store=MemoryStore()
+            "sound_effect", 1, config, settings=settings, retry=FAST, store=store
         )
+    (job,) = jobs_in(store)
+    assert job.status is JobStatus.FAILED
+    assert "could not reach Replicate" in (job.error or "")
+
+
+@pytest.fixture
+def hangs_up() -> Iterator[tuple[str, list[bytes]]]:
+    """An API that reads each request whole and closes the connection without answering:
+    the create may have reached Replicate, and nobody can tell."""
+    server = socket.create_server(("127.0.0.1", 0))
+    requests: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += connection.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                while len(body) < length:
+                    body += connection.recv(65536)
+                requests.append(body)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", requests
+    server.close()
+    thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("form", ["sync", "async"])
+def test_a_create_without_an_answer_leaves_the_job_creating(
+    hangs_up: tuple[str, list[bytes]], store: MemoryStore, form: str
+) -> None:
+    """A create sent but never answered is not retried (that could create it twice) and not
+    failed: the job is returned still creating, for the sweep to resolve."""
+    url, requests = hangs_up
+    settings = Settings(api_token="t", api_base_url=url)
+    config = ReplicateAudioConfig(version=VERSION, input={"prompt": "x"})
+    if form == "sync":
+        job = create_webhook_prediction(
+            "sound_effect", 1, config, settings=settings, retry=FAST, store=store
+        )
+    else:
+        job = anyio.run(
+            lambda: acreate_webhook_prediction(
+                "sound_effect", 1, config, settings=settings, retry=FAST, store=store
+            )
+        )
+    assert (job.status, job.prediction_id, job.error) == (JobStatus.CREATING, None, None)
+    assert stored(store, job.id) == job
+    (body,) = requests
+    assert json.loads(body)["webhook"].endswith(f"?job={job.id}")
 
 
 @pytest.mark.parametrize(
@@ -300,4 +434,4 @@ def test_facade_generate_takes_a_retry_policy(
     simulator.queue_faults(Faults(create_errors=(503,)))
     job = anyio.run(lambda: audio.generate("sound_effect", 2, config, retry=FAST))
     assert [create.status_code for create in simulator.creates] == [503, 503, 201]
-    assert job.id == simulator.creates[-1].prediction_id
+    assert job.prediction_id == simulator.creates[-1].prediction_id

@@ -28,7 +28,9 @@ from replicate_audio import (
     verify_signature,
     verify_webhook,
 )
+from replicate_audio.jobs import PREDICTION_STATUSES, TERMINAL_PREDICTION_STATUSES
 from replicate_audio.testing import generate_secret, sign_webhook
+from replicate_audio.webhooks import parse_secrets as parse_secrets_from_webhooks
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
@@ -105,7 +107,7 @@ def test_verify_webhook_parses_prediction() -> None:
         (None, ()),
         ("https://a/1.wav", ("https://a/1.wav",)),
         (["https://a/1.wav", "https://a/2.wav"], ("https://a/1.wav", "https://a/2.wav")),
-        ({"audio": "https://a/1.wav"}, ()),
+        ({"audio": "https://a/1.wav"}, ("https://a/1.wav",)),
     ],
 )
 def test_output_forms(output: Any, urls: tuple[str, ...]) -> None:
@@ -207,14 +209,40 @@ def test_wrong_secret() -> None:
         b"[1, 2]",
         b'{"id": 5, "status": "succeeded"}',
         b"{}",
-        b'{"id": "x", "status": "exploded"}',
+        b'{"id": "x", "status": 5}',
+        b'{"id": "x", "status": null}',
+        b'{"id": "x"}',
+        b'{"id": "x", "status": ""}',
+        b'{"id": "x", "status": "Succeeded"}',
+        b'{"id": "x", "status": "not a status"}',
+        b'{"id": "x", "status": "' + b"x" * 33 + b'"}',
         b"[" * 100_000,
     ],
 )
 def test_signed_non_predictions_are_bad_payloads(body: bytes) -> None:
-    """Signed bodies that are not JSON predictions raise InvalidPayloadError only."""
+    """Signed bodies that are not JSON predictions (a status that is not a string, or not
+    1-32 of a-z and _) raise InvalidPayloadError only."""
     with pytest.raises(InvalidPayloadError):
         verify_webhook(signed(body), body, SECRET, now=NOW)
+
+
+@pytest.mark.parametrize("status", ["exploded", "paused_for_review", "x" * 32])
+def test_a_status_replicate_adds_later_is_a_prediction(status: str) -> None:
+    """A well-formed status this version does not know still parses, as neither known nor
+    terminal, so the delivery can be recorded and answered 200."""
+    body = json.dumps({**PREDICTION, "status": status}).encode()
+    prediction = verify_webhook(signed(body), body, SECRET, now=NOW).prediction
+    assert prediction.status == status
+    assert (prediction.is_known, prediction.is_terminal) == (False, False)
+
+
+@pytest.mark.parametrize("status", sorted(PREDICTION_STATUSES))
+def test_every_documented_status_is_known(status: str) -> None:
+    """Each status Replicate documents parses as known; the four final ones as terminal."""
+    body = json.dumps({**PREDICTION, "status": status}).encode()
+    prediction = verify_webhook(signed(body), body, SECRET, now=NOW).prediction
+    assert prediction.is_known
+    assert prediction.is_terminal is (status in TERMINAL_PREDICTION_STATUSES)
 
 
 def test_headers_that_are_not_a_mapping() -> None:
@@ -228,7 +256,10 @@ def test_headers_that_are_not_a_mapping() -> None:
 predictions = st.fixed_dictionaries(
     {
         "id": st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=30),
-        "status": st.sampled_from(["starting", "processing", "succeeded", "failed", "canceled"]),
+        "status": st.one_of(
+            st.sampled_from(sorted(PREDICTION_STATUSES)),
+            st.from_regex(r"[a-z_]{1,32}", fullmatch=True),
+        ),
         "output": st.one_of(st.none(), st.text(), st.lists(st.text(), max_size=3)),
         "logs": st.one_of(st.none(), st.text()),
     }
@@ -374,3 +405,11 @@ def test_comma_joined_signatures_are_malformed() -> None:
     joined = vector_headers(**{"webhook-signature": f"v1,Zm9vYmFy, {VECTOR_SIG}"})
     with pytest.raises(MalformedHeaderError, match="webhook-signature"):
         verify_signature(joined, VECTOR_BODY, SECRET, now=VECTOR_TS)
+
+
+def test_parse_secrets_is_still_importable_from_webhooks() -> None:
+    """parse_secrets lives in config now; webhooks re-exports the same function."""
+    from replicate_audio.config import parse_secrets
+
+    assert parse_secrets_from_webhooks is parse_secrets
+    assert parse_secrets(SECRET) == (base64.b64decode(SECRET.removeprefix("whsec_")),)

@@ -23,6 +23,9 @@ __all__ = ["Intake", "WebhookOutcome", "needs_work", "record"]
 
 logger = logging.getLogger("replicate_audio")
 
+#: The detail of every 503: the store could not answer in time; ask again.
+UNAVAILABLE = "storage is unavailable; try again"
+
 
 @attrs.frozen
 class WebhookOutcome:
@@ -183,7 +186,7 @@ class Intake:
             recorded = await self.take(delivery)
         except StorageError as error:
             logger.error("could not record webhook %s: %s", event.webhook_id, error)
-            return WebhookOutcome.refuse(503, "storage is unavailable; try again")
+            return WebhookOutcome.refuse(503, UNAVAILABLE)
         if recorded.job is None:
             detail = f"no {content_type} {content_id!r} job for prediction {prediction.id!r}"
             return WebhookOutcome.refuse(404, detail)

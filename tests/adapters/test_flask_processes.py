@@ -18,7 +18,7 @@ import pytest
 
 from example_requests import request_audio, wait_terminal
 from replicate_audio import JobStatus
-from replicate_audio.storage import SQLiteStore
+from replicate_audio.storage import SQLiteStore, SyncStore
 from replicate_audio.testing import Faults, ReplicateSimulator
 from replicate_audio.testing.servers import listen, url_of
 
@@ -181,12 +181,15 @@ def test_several_worker_processes_store_each_piece_exactly_once(
     assert len(server.webhook_pids()) == WORKERS, server.webhook_pids()
     job_ids = {row["job_id"] for row in rows}
     assert len(job_ids) == 10
-    with SQLiteStore(tmp_path / "jobs.sqlite3") as store:
+    with SQLiteStore(tmp_path / "jobs.sqlite3") as database, SyncStore(database) as store:
         for job_id in job_ids:
-            assert [d.prediction_id for d in sim.downloads].count(job_id) == 1, job_id
-            assert [e.status for e in store.list_logs(job_id)] == [JobStatus.COMPLETED]
             job = store.get_job(job_id)
             assert job is not None
-            assert store.get_audio(job.content_type, job.content_id) is not None
-            copies = [d for d in sim.deliveries if d.prediction_id == job_id and d.ok]
+            assert job.prediction_id is not None
+            assert [d.prediction_id for d in sim.downloads].count(job.prediction_id) == 1, job_id
+            assert [e.status for e in store.list_logs(job_id)] == [JobStatus.COMPLETED]
+            stored = store.get_audio(job.content_type, job.content_id)
+            assert stored is not None
+            assert stored.job_id == job_id
+            copies = [d for d in sim.deliveries if d.prediction_id == job.prediction_id and d.ok]
             assert len(copies) >= 6

@@ -52,6 +52,25 @@ class Queue:
         self._dispatchers.append(made)
         return made
 
+    def waiting(self) -> int:
+        """How many messages wait on the queue, delivered to no consumer yet."""
+        if self.kind == "redis":
+            import redis
+
+            client = redis.Redis.from_url(self.url)
+            try:
+                return int(client.llen(f"dramatiq:{self.name}"))
+            finally:
+                client.close()
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        try:
+            declared = connection.channel().queue_declare(self.name, passive=True)
+            return int(declared.method.message_count)
+        finally:
+            connection.close()
+
     def delete(self) -> None:
         for made in self._dispatchers:
             made.close()
@@ -141,6 +160,12 @@ class Site:
             assert time.monotonic() < deadline, [row["status"] for row in rows]
             time.sleep(0.02)
 
+    def prediction_ids(self, client: httpx.Client, rows: list[dict[str, Any]]) -> list[str]:
+        """The prediction id of each row's job, as the jobs route shows it."""
+        jobs = [client.get(f"/api/replicate-audio/jobs/{row['job_id']}").json() for row in rows]
+        assert all(job["prediction_id"] for job in jobs), jobs
+        return [job["prediction_id"] for job in jobs]
+
 
 @pytest.fixture
 def site(simulator: ReplicateSimulator, tmp_path: Path, queue: Queue) -> Iterator[Site]:
@@ -155,23 +180,30 @@ def test_six_effects_stored_exactly_once_by_a_worker(site: Site) -> None:
     site.simulator.faults = Faults(duplicates=3, out_of_order=True)
     with site.worker(), site.web() as client:
         rows = site.wait_rows(client, site.request_effects(client, 6))
+        predictions = site.prediction_ids(client, rows)
     assert [row["status"] for row in rows] == ["completed"] * 6
     assert all(row["audio_data_b64"] for row in rows)
+    assert len(set(predictions)) == 6
     downloaded = [record.prediction_id for record in site.simulator.downloads]
-    assert sorted(downloaded) == sorted({row["job_id"] for row in rows})
+    assert sorted(downloaded) == sorted(predictions)
 
 
 def test_web_process_never_processes(site: Site) -> None:
-    """The web process only queues: nothing is downloaded while no worker runs, and the
-    queued jobs complete once one starts."""
+    """The web process only queues: once every webhook is answered, both jobs' messages
+    wait on the broker, taken by no one, the jobs are still received and nothing was
+    downloaded; the queued jobs complete once a worker starts."""
     with site.web() as client:
         paths = site.request_effects(client, 2)
-        site.wait_rows(client, paths, statuses=("received",))
-        site.simulator.wait_idle()
-        time.sleep(0.2)
+        site.simulator.wait_idle()  # every delivery answered, so every job's message sent
+        # Publishing is asynchronous on RabbitMQ: wait until the broker counts both.
+        site.simulator.wait_until(lambda: site.queue.waiting() >= 2)
+        assert site.queue.waiting() == 2
+        rows = [client.get(path).json() for path in paths]
+        assert [row["status"] for row in rows] == ["received"] * 2
         assert site.simulator.downloads == []
         with site.worker():
             rows = site.wait_rows(client, paths)
+        assert site.queue.waiting() == 0
     assert [row["status"] for row in rows] == ["completed"] * 2
     assert len(site.simulator.downloads) == 2
 
@@ -181,11 +213,11 @@ class ClaimFailsOnce(SQLiteStore):
 
     claims = 0
 
-    def claim_job(self, job_id: str, *, stale_after: float) -> Job | None:
+    async def claim_job(self, job_id: str, *, stale_after: float) -> Job | None:
         self.claims += 1
         if self.claims == 1:
             raise StorageError("the store is down for a moment")
-        return super().claim_job(job_id, stale_after=stale_after)
+        return await super().claim_job(job_id, stale_after=stale_after)
 
 
 def test_storage_error_makes_dramatiq_retry(site: Site) -> None:

@@ -20,8 +20,9 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
     ) from error
 
 from ..app import ReplicateAudio, WebhookOutcome
+from ..intake import UNAVAILABLE
 from ..config import JOB_ROUTE, WEBHOOK_ROUTE
-from ..errors import JobNotFoundError
+from ..errors import JobNotFoundError, StorageError
 from ..jobs import PREDICTION_STATUSES, Job
 
 __all__ = ["AudioDep", "create_router", "get_audio"]
@@ -202,6 +203,8 @@ def create_router(audio: ReplicateAudio) -> APIRouter:
             job: Job = await audio.get_job(job_id)
         except JobNotFoundError as error:
             return _answer(WebhookOutcome.refuse(404, str(error)))
+        except StorageError:
+            return _answer(WebhookOutcome.refuse(503, UNAVAILABLE))
         return job.to_dict()
 
     return router

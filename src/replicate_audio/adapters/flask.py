@@ -27,8 +27,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ..app import ReplicateAudio, WebhookOutcome
+from ..intake import UNAVAILABLE
 from ..config import JOB_ROUTE, WEBHOOK_ROUTE
-from ..errors import JobNotFoundError
+from ..errors import JobNotFoundError, StorageError
 
 __all__ = ["ReplicateAudioExtension", "init_app"]
 
@@ -148,6 +149,8 @@ def replicate_audio_job(job_id: str) -> tuple[Response, int]:
         job = extension.call(extension.audio.get_job, job_id)
     except JobNotFoundError as error:
         return _answer(WebhookOutcome.refuse(404, str(error)))
+    except StorageError:
+        return _answer(WebhookOutcome.refuse(503, UNAVAILABLE))
     return jsonify(job.to_dict()), 200
 
 
