@@ -20,9 +20,9 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
     ) from error
 
 from ..app import ReplicateAudio, WebhookOutcome
-from ..intake import UNAVAILABLE
 from ..config import JOB_ROUTE, WEBHOOK_ROUTE
 from ..errors import JobNotFoundError, StorageError
+from ..intake import UNAVAILABLE
 from ..jobs import PREDICTION_STATUSES, Job
 
 __all__ = ["AudioDep", "create_router", "get_audio"]

@@ -27,9 +27,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ..app import ReplicateAudio, WebhookOutcome
-from ..intake import UNAVAILABLE
 from ..config import JOB_ROUTE, WEBHOOK_ROUTE
 from ..errors import JobNotFoundError, StorageError
+from ..intake import UNAVAILABLE
 
 __all__ = ["ReplicateAudioExtension", "init_app"]
 
