@@ -48,7 +48,7 @@ class RetryPolicy:
     ``c = min(max_delay, base_delay * 2 ** (n - 1))``; a ``Retry-After`` replaces that wait
     but is capped at ``max_delay`` as well.
 
-    Args:
+    Attributes:
         attempts: tries in all, the first included (at least 1).
         base_delay: the ceiling of the first wait, in seconds.
         max_delay: the longest wait, in seconds, also for a ``Retry-After``.

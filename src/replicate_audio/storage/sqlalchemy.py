@@ -77,7 +77,7 @@ class SQLAlchemyStore:
     PostgreSQL every write transaction sets ``lock_timeout`` and ``statement_timeout`` to
     *timeout*, so a locked table fails fast (:class:`StorageError`) instead of hanging.
     Audio is kept in a ``LargeBinary`` column and read into memory to save it.
-    An in-memory ``sqlite://`` database is private to one thread: use a file for more.
+    An in-memory ``sqlite://`` database is private to one connection: use a file.
 
     Tables of an older schema are migrated in place when the store opens.
 
@@ -88,9 +88,10 @@ class SQLAlchemyStore:
         timeout: seconds a write may wait for a lock or run on PostgreSQL.
 
     Example:
-        >>> import anyio
+        >>> import anyio, pathlib, tempfile
         >>> from replicate_audio.jobs import Job
-        >>> store = SQLAlchemyStore("sqlite://")
+        >>> database = pathlib.Path(tempfile.mkdtemp()) / "jobs.db"
+        >>> store = SQLAlchemyStore(f"sqlite:///{database}")
         >>> job = Job(id="j1", content_type="sound_effect", content_id="7")
         >>> anyio.run(store.create_job, job).id
         'j1'
