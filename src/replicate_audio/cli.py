@@ -168,18 +168,27 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     _app_argument(parser)
 
 
-@command("replay", "run a dead job again from its recorded prediction", _replay_arguments)
-def _replay(args: argparse.Namespace) -> int:
+def _on_job(
+    args: argparse.Namespace,
+    action: Callable[[ReplicateAudio], Callable[[str], Any]],
+    done: JobStatus,
+) -> int:
+    """Run one facade method on ``args.job_id``, print the job, and exit 0 if it is *done*."""
     import anyio
 
     try:
         audio = load_app(args.app, sweep_interval=0)
-        job = anyio.run(audio.replay, args.job_id)
+        job: Job = anyio.run(action(audio), args.job_id)
     except ReplicateAudioError as error:
         print(error, file=sys.stderr)
         return 1
     print(f"{job.id}  {job.status.value}{'  ' + job.error if job.error else ''}")
-    return 0 if job.status is JobStatus.COMPLETED else 1
+    return 0 if job.status is done else 1
+
+
+@command("replay", "run a dead job again from its recorded prediction", _replay_arguments)
+def _replay(args: argparse.Namespace) -> int:
+    return _on_job(args, lambda audio: audio.replay, JobStatus.COMPLETED)
 
 
 def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,16 +198,7 @@ def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("cancel", "cancel a job's prediction on Replicate", _cancel_arguments)
 def _cancel(args: argparse.Namespace) -> int:
-    import anyio
-
-    try:
-        audio = load_app(args.app, sweep_interval=0)
-        job = anyio.run(audio.cancel, args.job_id)
-    except ReplicateAudioError as error:
-        print(error, file=sys.stderr)
-        return 1
-    print(f"{job.id}  {job.status.value}")
-    return 0 if job.status is JobStatus.CANCELED else 1
+    return _on_job(args, lambda audio: audio.cancel, JobStatus.CANCELED)
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:

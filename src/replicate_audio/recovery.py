@@ -4,6 +4,7 @@ about predictions whose webhooks never came."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -210,10 +211,8 @@ class BackgroundWork:
         if claimed is None:
             return 0
         logger.warning("job %s: its create never reached Replicate; creating it now", job.id)
-        try:
+        with contextlib.suppress(PredictionError):  # refused: marked failed with the reason
             await self.audio.send_create(claimed)
-        except PredictionError:
-            return 1  # marked failed with the reason
         return 1
 
     async def reconcile(self) -> int:
