@@ -154,6 +154,25 @@ def bare_starlette() -> Any:
     )
 
 
+def bare_fastapi() -> Any:
+    """A FastAPI app whose router has the webhook route, reading the body and answering 200:
+    what FastAPI itself costs, with nothing of the library."""
+    from fastapi import APIRouter, FastAPI
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    async def receive(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"received": True})
+
+    router = APIRouter()
+    router.add_route(WEBHOOK_ROUTE, receive, methods=["POST"])
+    app = FastAPI()
+    app.include_router(router, prefix=PREFIX)
+    app.get(READY)(lambda: "ready")
+    return app
+
+
 def fastapi_app() -> Any:
     """The FastAPI adapter's router on the store the environment names."""
     from fastapi import FastAPI

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 
@@ -100,7 +100,7 @@ class ReplicateAudio:
             settings=self.settings,
             store=self.store,
             dispatcher=self.dispatcher,
-            content_types=lambda: self.content_types,
+            content_types=self._served,
             metrics=self.metrics,
         )
         self._background = BackgroundWork(
@@ -119,6 +119,15 @@ class ReplicateAudio:
         from .processors import registered_content_types
 
         return registered_content_types()
+
+    def _served(self) -> Collection[str]:
+        """The content types this app accepts, for a membership test per delivery: the
+        processors' own keys, not a sorted copy."""
+        if self.processors is not None:
+            return self.processors.keys()
+        from .processors import _registered_keys
+
+        return _registered_keys()
 
     def replicate_client(self) -> Client:
         """The ``replicate.Client`` this app creates predictions with."""

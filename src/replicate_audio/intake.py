@@ -3,10 +3,12 @@ hand its job to the dispatcher. Webhooks, the reconciler and direct calls all co
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Callable, Collection, Mapping
-from typing import Any
+import sys
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, TypeVar
 
 import anyio
 import attrs
@@ -22,6 +24,8 @@ from .webhooks import is_prediction_id, verify_webhook
 __all__ = ["Intake", "WebhookOutcome", "needs_work", "record"]
 
 logger = logging.getLogger("replicate_audio")
+
+T = TypeVar("T")
 
 #: The detail of every 503: the store could not answer in time; ask again.
 UNAVAILABLE = "storage is unavailable; try again"
@@ -61,8 +65,7 @@ async def record(
         <DeliveryOutcome.NOT_OURS: 'not_ours'>
     """
     try:
-        with anyio.fail_after(budget):
-            recorded = await store.record_delivery(delivery)
+        recorded = await _within(budget, store.record_delivery(delivery))
     except TimeoutError:
         raise StorageError(f"the delivery was not recorded within {budget:g} s") from None
     count_final_event(recorded, metrics)
@@ -74,6 +77,26 @@ async def record(
             delivery.prediction_id, status,
         )  # fmt: skip
     return recorded
+
+
+async def _within(budget: float, call: Awaitable[T]) -> T:
+    """Await *call*, raising TimeoutError after *budget* seconds.
+
+    On asyncio (3.11+) this is ``asyncio.timeout``: anyio's ``fail_after`` asks which event
+    loop runs at every use, which cost a tenth of the intake's time under load.
+    """
+    if budget == math.inf:
+        return await call
+    if sys.version_info >= (3, 11):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): anyio's scope below
+            pass
+        else:
+            async with asyncio.timeout(budget):
+                return await call
+    with anyio.fail_after(budget):
+        return await call
 
 
 def needs_work(recorded: RecordedEvent) -> bool:

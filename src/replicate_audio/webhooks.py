@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -145,19 +146,31 @@ class WebhookEvent:
     prediction: Prediction
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
+_SIGNED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+def _signed_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The three Standard Webhooks headers, read in one pass (names case-insensitive)."""
     try:
         items = list(headers.items())
     except (AttributeError, TypeError):
-        raise MalformedHeaderError(name, "headers must be a mapping") from None
-    values = [value for key, value in items if isinstance(key, str) and key.lower() == name]
-    if len(values) > 1:
-        raise MalformedHeaderError(name, "appears more than once")
-    if not values or (isinstance(values[0], str) and not values[0].strip()):
-        raise MissingHeaderError(name)
-    if not isinstance(values[0], str):
-        raise MalformedHeaderError(name, "the value is not text")
-    return values[0].strip()
+        raise MalformedHeaderError(_SIGNED_HEADERS[0], "headers must be a mapping") from None
+    found: dict[str, object] = {}
+    for key, value in items:
+        name = key.lower() if isinstance(key, str) else None
+        if name in _SIGNED_HEADERS:
+            if name in found:
+                raise MalformedHeaderError(name, "appears more than once")
+            found[name] = value
+    values: dict[str, str] = {}
+    for name in _SIGNED_HEADERS:  # in this order, so the first missing one is named
+        given = found.get(name)
+        if given is None or (isinstance(given, str) and not given.strip()):
+            raise MissingHeaderError(name)
+        if not isinstance(given, str):
+            raise MalformedHeaderError(name, "the value is not text")
+        values[name] = given.strip()
+    return values
 
 
 def is_prediction_id(value: object) -> bool:
@@ -175,6 +188,25 @@ def is_prediction_id(value: object) -> bool:
 def _refuse_constant(name: str) -> Any:
     """NaN and Infinity are not JSON (Python's parser takes them; databases do not)."""
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every body: json.loads with an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_keys(secrets: str | tuple[str, ...]) -> tuple[bytes, ...]:
+    return parse_secrets(secrets)
+
+
+def _keys(secrets: str | Sequence[str]) -> tuple[bytes, ...]:
+    """The decoded keys; the same secrets (the app's, every delivery) are decoded once."""
+    if isinstance(secrets, str | tuple):
+        try:
+            return _cached_keys(secrets)
+        except TypeError:  # an unhashable entry: parse_secrets says what is wrong with it
+            pass
+    return parse_secrets(secrets)
 
 
 def _is_clock(value: object) -> bool:
@@ -210,16 +242,17 @@ def verify_signature(
         >>> verify_signature(headers, b"{}", secret, now=1000)
         ('msg_1', 1000)
     """
-    webhook_id = _header(headers, "webhook-id")
+    signed = _signed_headers(headers)
+    webhook_id = signed["webhook-id"]
     if not _PRINTABLE_ID.fullmatch(webhook_id):
         raise MalformedHeaderError("webhook-id", "must be 1-256 printable ASCII characters")
-    raw_timestamp = _header(headers, "webhook-timestamp")
+    raw_timestamp = signed["webhook-timestamp"]
     if not _TIMESTAMP.fullmatch(raw_timestamp):
         raise MalformedHeaderError("webhook-timestamp", "must be whole seconds since the epoch")
-    signature_header = _header(headers, "webhook-signature")
+    signature_header = signed["webhook-signature"]
     if not isinstance(body, bytes | bytearray | memoryview):
         raise InvalidPayloadError(f"the body must be bytes, not {type(body).__name__}")
-    keys = parse_secrets(secrets)
+    keys = _keys(secrets)
 
     timestamp = int(raw_timestamp)
     current = time.time() if now is None else now
@@ -291,7 +324,7 @@ def verify_webhook(
     """
     webhook_id, timestamp = verify_signature(headers, body, secrets, tolerance=tolerance, now=now)
     try:
-        data = json.loads(bytes(body), parse_constant=_refuse_constant)
+        data = _DECODER.decode(bytes(body).decode("utf-8"))
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InvalidPayloadError("the body is not valid JSON") from None
     return WebhookEvent(webhook_id, timestamp, Prediction.from_dict(data))

@@ -6,13 +6,14 @@ app.include_router(create_router(audio), prefix="/api")
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 try:
     from fastapi import APIRouter, Depends, FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import Response
     from pydantic import BaseModel
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -119,8 +120,10 @@ def get_audio(request: Request) -> ReplicateAudio:
 AudioDep = Annotated[ReplicateAudio, Depends(get_audio)]
 
 
-def _answer(outcome: WebhookOutcome) -> JSONResponse:
-    return JSONResponse(outcome.body, status_code=outcome.status_code)
+def _answer(outcome: WebhookOutcome) -> Response:
+    # json.dumps with its defaults reuses one encoder; JSONResponse builds one per answer.
+    body = json.dumps(outcome.body).encode()
+    return Response(body, status_code=outcome.status_code, media_type="application/json")
 
 
 def create_router(audio: ReplicateAudio) -> APIRouter:

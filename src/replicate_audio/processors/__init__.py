@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import KeysView, Mapping
 
 from ..errors import ConfigurationError, UnknownContentTypeError
 from .base import AudioPostProcessor, ProcessingContext
@@ -69,6 +69,12 @@ def get_processor(
         return table[content_type]
     except KeyError:
         raise UnknownContentTypeError(content_type, tuple(sorted(table))) from None
+
+
+def _registered_keys() -> KeysView[str]:
+    """A live view of the global registry's content types, for membership tests: no copy,
+    no sort (``registered_content_types`` gives a sorted snapshot)."""
+    return _registry.keys()
 
 
 def registered_content_types() -> tuple[str, ...]:

@@ -2,13 +2,15 @@
 
 Writers queue their steps; the thread takes whatever is queued, runs each step in a
 savepoint of one ``BEGIN IMMEDIATE`` transaction, commits once, and only then answers each
-waiting caller (group commit). The event loop never waits on SQLite: it awaits a future.
+waiting caller (group commit). The event loop never waits on SQLite: it awaits a future,
+and the writer wakes each loop once per batch, whatever the number of its steps in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import queue
 import sqlite3
@@ -32,9 +34,52 @@ MAX_BATCH = 256
 
 @attrs.define
 class _Step:
+    """One queued step and who waits for it: a thread on *future*, or a task of *loop* on
+    *waiter* (an asyncio future, settled on its loop's thread)."""
+
     run: Callable[[], Any]
-    future: concurrent.futures.Future[Any]
     deadline: float | None
+    future: concurrent.futures.Future[Any] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: asyncio.Future[Any] | None = None
+
+    def start(self) -> bool:
+        """Whether the step should run: its caller has not given up (cancelled) first."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        # Read from the writer thread: a cancel that lands just after only drops the answer.
+        return self.waiter is not None and not self.waiter.cancelled()
+
+
+def _settle(settled: list[tuple[_Step, Any, BaseException | None]]) -> None:
+    """Answer every step of a batch: futures at once, and each loop with one wake-up."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Step, Any, BaseException | None]]] = {}
+    for outcome in settled:
+        step, result, failure = outcome
+        if step.future is not None:
+            if step.future.done():  # given up on (cancelled) before it ran
+                continue
+            if failure is not None:
+                step.future.set_exception(failure)
+            else:
+                step.future.set_result(result)
+        elif step.loop is not None:
+            by_loop.setdefault(step.loop, []).append(outcome)
+    for loop, outcomes in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_answer_waiters, outcomes)
+
+
+def _answer_waiters(outcomes: list[tuple[_Step, Any, BaseException | None]]) -> None:
+    """On the waiters' loop: set each result that is still awaited."""
+    for step, result, failure in outcomes:
+        waiter = step.waiter
+        if waiter is None or waiter.done():
+            continue
+        if failure is not None:
+            waiter.set_exception(failure)
+        else:
+            waiter.set_result(result)
 
 
 async def wait_for(future: concurrent.futures.Future[T]) -> T:
@@ -71,7 +116,20 @@ class Writer:
         A step still queued after *timeout* seconds is not run: it fails with StorageError.
         """
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        self._enqueue(_Step(run, _deadline(timeout), future=future))
+        return future
+
+    async def run(self, run: Callable[[], T], *, within: float | None = None) -> T:
+        """Queue *run* and await its committed result."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # another event loop (trio): through a thread-safe future
+            return await wait_for(self.submit(run, timeout=within))
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._enqueue(_Step(run, _deadline(within), loop=loop, waiter=waiter))
+        return await waiter
+
+    def _enqueue(self, step: _Step) -> None:
         with self._lock:
             if self._closed:
                 raise StorageError(f"SQLite store {self._name} is closed")
@@ -82,12 +140,7 @@ class Writer:
                     target=self._serve, name=f"replicate-audio-writer {self._name}", daemon=True
                 )
                 self._thread.start()
-            self._queue.put(_Step(run, future, deadline))
-        return future
-
-    async def run(self, run: Callable[[], T], *, within: float | None = None) -> T:
-        """Queue *run* and await its committed result."""
-        return await wait_for(self.submit(run, timeout=within))
+            self._queue.put(step)
 
     def close(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -129,13 +182,16 @@ class Writer:
     def _commit(self, connection: sqlite3.Connection, batch: list[_Step]) -> None:
         now = time.monotonic()
         live = []
+        late: list[tuple[_Step, Any, BaseException | None]] = []
         for step in batch:
             if step.deadline is not None and now > step.deadline:
-                step.future.set_exception(
-                    StorageError(f"SQLite store {self._name}: no commit within the time allowed")
+                error = StorageError(
+                    f"SQLite store {self._name}: no commit within the time allowed"
                 )
-            elif step.future.set_running_or_notify_cancel():
+                late.append((step, None, error))
+            elif step.start():
                 live.append(step)
+        _settle(late)
         if not live:
             return
         outcomes: list[tuple[_Step, Any, BaseException | None]] = []
@@ -159,19 +215,16 @@ class Writer:
                 connection.rollback()
             _fail(live, error, self._name)
             return
-        for step, result, failure in outcomes:
-            if failure is not None:
-                step.future.set_exception(failure)
-            else:
-                step.future.set_result(result)
+        _settle(outcomes)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
 
 
 def _fail(steps: list[_Step], error: BaseException, name: str) -> None:
+    """Fail every step of *steps* with *error* (as a StorageError)."""
     wrapped = (
         error if isinstance(error, StorageError) else StorageError(f"SQLite store {name}: {error}")
     )
-    for step in steps:
-        if not step.future.done() and (
-            step.future.running() or step.future.set_running_or_notify_cancel()
-        ):
-            step.future.set_exception(wrapped)
+    _settle([(step, None, wrapped) for step in steps])
