@@ -139,6 +139,8 @@ FRAMEWORK_SETUP = {
     "fastapi": ("uvicorn", Target("bare Starlette", "bare_starlette"), "fastapi_app"),
     "flask": ("gunicorn", Target("bare Flask", "bare_flask"), "flask_app"),
 }
+#: Endpoints without the library beside the bare one: what the framework itself costs.
+FRAMEWORK_ONLY = {"fastapi": [Target("bare FastAPI router", "bare_fastapi")], "flask": []}
 
 
 def _batch_size(rate: float, seconds: float) -> int:
@@ -157,7 +159,8 @@ def measure_framework(
         if not stores:
             notes.append(f"{framework}: no store could be opened, so nothing was measured.")
             return []
-        targets = [bare, *(Target(f"adapter + {kind}", factory, kind) for kind in stores)]
+        adapters = [Target(f"adapter + {kind}", factory, kind) for kind in stores]
+        targets = [bare, *FRAMEWORK_ONLY[framework], *adapters]
         urls = {}
         for target in targets:
             environ = stores[target.store][0].environ(secret) if target.store else {}
@@ -207,7 +210,7 @@ def measure_framework(
                 runs[target].append(run)
                 fastest[target] = max(fastest[target], run.rate)
     return [
-        Outcome(framework, target.name, target.store, runs[target], runs[bare])
+        Outcome(framework, target.name, target.store, runs[target], runs[bare], target is bare)
         for target in targets
     ]
 
@@ -223,7 +226,9 @@ def method(options: Options) -> str:
     postgres = sa.engine.make_url(POSTGRES)
     return (
         f"Each server runs in a process of its own with one worker, on 127.0.0.1: {uvicorn} "
-        f"for FastAPI and for a bare Starlette endpoint, gunicorn with one `gthread` worker of "
+        f"for FastAPI, for a bare Starlette endpoint and for a bare FastAPI router (the same "
+        f"route in an `APIRouter` included in a `FastAPI` app: what FastAPI costs before the "
+        f"library does anything), gunicorn with one `gthread` worker of "
         f"{GUNICORN_THREADS} threads for Flask and for a bare Flask view. The bare endpoints "
         f"sit at the webhook route and only read the body. "
         f"`wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{options.seconds}s --latency` (written in C; "

@@ -27,6 +27,8 @@ class Outcome:
     store: str | None
     runs: Sequence[Run]
     bare: Sequence[Run]
+    #: The bare endpoint itself (the 1x the others are compared with).
+    is_bare: bool = False
 
     @property
     def ratios(self) -> list[float]:
@@ -83,7 +85,7 @@ def _raw_row(outcome: Outcome) -> list[object]:
         outcome.label,
         f"{sum(run.requests for run in runs):,}",
         _spread([run.rate for run in runs], "rate"),
-        _spread(outcome.ratios, "ratio") if outcome.store else "1x",
+        "1x" if outcome.is_bare else _spread(outcome.ratios, "ratio"),
         _spread([run.p50 for run in runs], "time"),
         _spread([run.p99 for run in runs], "time"),
         duration(max(run.max for run in runs)),
@@ -142,7 +144,7 @@ def tables(outcomes: Sequence[Outcome]) -> str:
         ],
         [_raw_row(outcome) for outcome in outcomes],
     )
-    bare_names = {o.framework: o.name for o in outcomes if o.store is None}
+    bare_names = {o.framework: o.name for o in outcomes if o.is_bare}
     held = markdown_table(
         ["Figure (median of rounds, range)", "Measured", "Target", "Result"],
         [

@@ -38,6 +38,7 @@ EXPORTED = [
     "Settings",
     "SignatureMismatchError",
     "SoundEffectProcessor",
+    "StemsProcessor",
     "StaleTimestampError",
     "StorageError",
     "TimestampError",

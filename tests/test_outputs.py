@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from replicate_audio import JobStatus, ReplicateAudioConfig, Settings
+from replicate_audio import JobStatus, ReplicateAudioConfig, Settings, StemsProcessor
 from replicate_audio.audio import probe, synthesize
 from replicate_audio.download import Downloader
 from replicate_audio.errors import DownloadError, DownloadTooLargeError
@@ -133,3 +133,59 @@ def test_a_removed_output_is_dead_as_expired() -> None:
     assert (done.status, done.error) == (JobStatus.DEAD, EXPIRED)
     logs = anyio.run(store.list_logs, "j1")
     assert [(entry.status, entry.message) for entry in logs] == [(JobStatus.DEAD, EXPIRED)]
+
+
+def test_stems_are_each_stored_under_their_name(tmp_path: Path) -> None:
+    """StemsProcessor stores every audio file of a dict output under its key, whole, and
+    logs one completed entry naming them all; the content's one audio stays unset."""
+    lengths = {"vocals": 1.0, "drums": 2.0, "bass": 0.5}
+    stems = {}
+    for name, seconds in lengths.items():
+        path = tmp_path / f"{name}.wav"
+        synthesize(path, duration=seconds, format="wav")
+        stems[name] = data_uri(path)
+    stems["cover"] = f"{URL}/cover.png"  # not audio: left alone
+    job = Job(id="j1", content_type="stems", content_id="7")
+    prediction = {"id": "p1", "status": "succeeded", "output": stems}
+    store = MemoryStore()
+
+    async def main() -> Job:
+        await store.create_job(job)
+        async with Downloader(Settings()) as downloader:
+            return await process_webhook_result(
+                "stems", "7", prediction, store=store, downloader=downloader, job_id=job.id,
+                processors={"stems": StemsProcessor()},
+            )  # fmt: skip
+
+    done = anyio.run(main)
+    assert done.status is JobStatus.COMPLETED, done.error
+    for name, seconds in lengths.items():
+        stored = anyio.run(store.get_audio, "stems", "7", name)
+        assert stored is not None
+        assert (stored.name, stored.job_id) == (name, "j1")
+        kept = tmp_path / f"kept-{name}.wav"
+        kept.write_bytes(stored.data)
+        assert probe(kept, exact=True).duration == pytest.approx(seconds, abs=0.01)
+    assert anyio.run(store.get_audio, "stems", "7") is None
+    assert anyio.run(store.get_audio, "stems", "7", "cover") is None
+    (entry,) = anyio.run(store.list_logs, "j1")
+    assert entry.message.startswith("stored 3 files: vocals: 1.00s of wav")
+    assert entry.duration == pytest.approx(2.0, abs=0.01)
+
+
+def test_the_clients_file_outputs_are_files() -> None:
+    """What the replicate client returns (FileOutput objects, with a url) flattens like
+    the JSON Replicate sends."""
+    from replicate import Client
+    from replicate.helpers import FileOutput
+
+    client = Client(api_token="r8_unused")  # FileOutput reads through it; never done here
+
+    made = {
+        "vocals": FileOutput(f"{URL}/v.wav", client),
+        "all": [FileOutput(f"{URL}/a.mp3", client)],
+    }
+    assert output_files(made) == (
+        OutputFile("vocals", f"{URL}/v.wav"),
+        OutputFile("all/0", f"{URL}/a.mp3"),
+    )

@@ -37,6 +37,7 @@ from .processors import (
     BackgroundMusicProcessor,
     ProcessingContext,
     SoundEffectProcessor,
+    StemsProcessor,
     get_processor,
     register_processor,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "Settings",
     "SignatureMismatchError",
     "SoundEffectProcessor",
+    "StemsProcessor",
     "StaleTimestampError",
     "StorageError",
     "TimestampError",

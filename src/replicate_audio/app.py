@@ -241,9 +241,15 @@ class ReplicateAudio:
             raise JobNotFoundError(job_id)
         return job
 
-    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
-        """The stored audio for this content (the newest job's), or None while there is none."""
-        return await self.store.get_audio(content_type, content_id)
+    async def get_audio(
+        self, content_type: str, content_id: str, name: str | None = None
+    ) -> StoredAudio | None:
+        """The stored audio for this content (the newest job's), or None while there is none;
+        with *name*, that named file (a stem, stored by
+        :class:`~replicate_audio.processors.StemsProcessor`)."""
+        if name is None:
+            return await self.store.get_audio(content_type, content_id)
+        return await self.store.get_audio(content_type, content_id, name)
 
     async def process(self, job_id: str) -> Job:
         """Process one job now, in this task (what the dispatcher runs)."""

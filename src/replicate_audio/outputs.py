@@ -44,6 +44,10 @@ class OutputFile:
 def output_files(output: Any, name: str = "") -> tuple[OutputFile, ...]:
     """Every file in *output*, in order, each with its name.
 
+    *output* is what Replicate sends (JSON: strings, lists, dicts), or what the
+    ``replicate`` client returns, whose files are ``FileOutput`` objects (anything with a
+    string ``url``).
+
     Example:
         >>> [f.name for f in output_files({"vocals": "https://x/v.wav", "drums": ["https://x/d.wav"]})]
         ['vocals', 'drums/0']
@@ -52,6 +56,9 @@ def output_files(output: Any, name: str = "") -> tuple[OutputFile, ...]:
     """
     if isinstance(output, str):
         return (OutputFile(name or "output", output),) if output else ()
+    url = getattr(output, "url", None)
+    if isinstance(url, str) and not isinstance(output, dict | list):  # the client's FileOutput
+        return output_files(url, name)
     if isinstance(output, dict):
         items: Sequence[tuple[str, Any]] = [(str(key), value) for key, value in output.items()]
     elif isinstance(output, list):

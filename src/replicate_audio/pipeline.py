@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from .errors import JobNotFoundError, OutputExpiredError, ReplicateAudioError, S
 from .intake import record
 from .jobs import Job, JobStatus
 from .metrics import FinishReporter, Metrics, guarded
-from .outputs import output_files, primary_output
+from .outputs import OutputFile, output_files
 from .processors import (
     AudioPostProcessor,
     ProcessingContext,
@@ -84,28 +84,72 @@ async def _give_up(
 async def _process(
     job: Job,
     *,
-    url: str,
+    selected: Sequence[OutputFile],
+    outputs: tuple[OutputFile, ...],
     processor: AudioPostProcessor,
     store: Store,
     downloader: Downloader,
     work: Path,
     lease: float,
 ) -> AudioInfo:
-    """Download and process *url* while renewing the claim on *job*."""
+    """Download and process each selected file while renewing the claim on *job*; returns
+    what was stored of the first."""
     # Stays ClaimLost when the renewal cancels the work before it finishes.
     outcome: AudioInfo | Exception = ClaimLost(job.id)
     async with anyio.create_task_group() as group:
         group.start_soon(keep_claim, store, job, lease, group.cancel_scope)
         try:
-            async with downloader.fetch(url) as source:
-                context = ProcessingContext(audio_store=store, result_log=store, work_dir=work)
-                outcome = await processor.process_and_store(job, source, context)
+            outcome = await _process_files(
+                job,
+                selected=selected,
+                outputs=outputs,
+                processor=processor,
+                store=store,
+                downloader=downloader,
+                work=work,
+            )
         except Exception as error:  # raised below, outside the group, so it is not wrapped
             outcome = error
         group.cancel_scope.cancel()
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
+
+
+async def _process_files(
+    job: Job,
+    *,
+    selected: Sequence[OutputFile],
+    outputs: tuple[OutputFile, ...],
+    processor: AudioPostProcessor,
+    store: Store,
+    downloader: Downloader,
+    work: Path,
+) -> AudioInfo:
+    """One file: the processor's whole template. Several: each trimmed and stored, then
+    one log entry for them all."""
+    stored: list[tuple[str | None, AudioInfo]] = []
+    superseded = False
+    context = ProcessingContext(audio_store=store, result_log=store, work_dir=work)
+    for index, output in enumerate(selected):
+        folder = work / str(index)
+        await anyio.to_thread.run_sync(folder.mkdir)
+        context = ProcessingContext(
+            audio_store=store,
+            result_log=store,
+            work_dir=folder,
+            output=output,
+            outputs=outputs,
+            name=processor.stored_name(output, job),
+        )
+        async with downloader.fetch(output.url) as source:
+            if len(selected) == 1:
+                return await processor.process_and_store(job, source, context)
+            stored.append((context.name, await processor.process_file(job, source, context)))
+        superseded = superseded or context.superseded
+    context.superseded = superseded
+    await processor.log_stored(job, stored, context)
+    return stored[0][1]
 
 
 async def _run(
@@ -120,8 +164,8 @@ async def _run(
     prediction = job.prediction or {}
     files = output_files(prediction.get("output"))
     wanted = job.config.output if job.config else None
-    primary = primary_output(files, wanted)
-    if primary is None:
+    selected = processor.select_outputs(files, job)
+    if not selected:
         if prediction.get("data_removed") or prediction.get("output") is None:
             reason = EXPIRED
         elif wanted is not None:
@@ -134,7 +178,8 @@ async def _run(
     try:
         info = await _process(
             job,
-            url=primary.url,
+            selected=selected,
+            outputs=files,
             processor=processor,
             store=store,
             downloader=downloader,

@@ -19,6 +19,7 @@ from replicate_audio.config import ReplicateAudioConfig
 from replicate_audio.jobs import Job, JobStatus, new_job_id
 from replicate_audio.storage import AudioInfo, Delivery, DeliveryOutcome, LogEntry, SQLiteStore
 from replicate_audio.storage.sqlalchemy import SQLAlchemyStore
+from replicate_audio.storage.sqlite import SCHEMA_VERSION
 from storage.databases import unique_prefix, with_driver
 
 DATA = Path(__file__).parent / "data"
@@ -151,8 +152,9 @@ def table_layout(url: str, prefix: str) -> dict[str, Any]:
 
 
 def test_sqlite_file_of_version_1_is_migrated_in_place(tmp_path: Path) -> None:
-    """SQLiteStore opens a version-1 file (a copy, with its audio folder) at schema version
-    2, keeping every job, delivery, audio file and log entry; opening it again is a no-op."""
+    """SQLiteStore opens a version-1 file (a copy, with its audio folder) at the current
+    schema version, keeping every job, delivery, audio file and log entry; opening it again
+    is a no-op."""
     path = tmp_path / "v1.sqlite3"
     shutil.copy(V1_SQLITE, path)
     shutil.copytree(f"{V1_SQLITE}.audio", f"{path}.audio")
@@ -164,7 +166,7 @@ def test_sqlite_file_of_version_1_is_migrated_in_place(tmp_path: Path) -> None:
 
     new = anyio.run(first_open)
     version, layout = sqlite_schema(path)
-    assert version == 2
+    assert version == SCHEMA_VERSION == 3
     assert ("index", "jobs_prediction_id") in {(kind, name) for kind, name, _ in layout}
 
     async def second_open() -> None:
@@ -173,6 +175,41 @@ def test_sqlite_file_of_version_1_is_migrated_in_place(tmp_path: Path) -> None:
 
     anyio.run(second_open)
     assert sqlite_schema(path) == (version, layout)
+
+
+def test_sqlite_file_of_version_2_gains_the_named_files_table(tmp_path: Path) -> None:
+    """A version-2 file (today's schema less ``audio_files``, which version 3 added) opens at
+    the current version, its audio intact, and takes named files (stems)."""
+    path = tmp_path / "v2.sqlite3"
+    main = Job(id=new_job_id(), prediction_id="p2", content_type="stems", content_id="1")
+    info = AudioInfo("wav", 1.0, 4, 44100, 2)
+    source = tmp_path / "a.wav"
+    source.write_bytes(b"RIFF")
+
+    async def make_v2() -> None:
+        with SQLiteStore(path) as store:
+            await store.create_job(main)
+            assert await store.save_audio(job=main, source=source, info=info)
+
+    anyio.run(make_v2)
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("DROP TABLE audio_files")
+        connection.execute("PRAGMA user_version = 2")
+    connection.close()
+
+    async def reopen() -> None:
+        with SQLiteStore(path) as store:
+            kept = await store.get_audio("stems", "1")
+            assert kept is not None
+            assert kept.data == b"RIFF"
+            assert await store.save_audio(job=main, source=source, info=info, name="vocals")
+            vocals = await store.get_audio("stems", "1", "vocals")
+            assert vocals is not None
+            assert vocals.name == "vocals"
+
+    anyio.run(reopen)
+    assert sqlite_schema(path)[0] == SCHEMA_VERSION
 
 
 def v1_rows(scratch: Path) -> dict[str, list[dict[str, Any]]]:

@@ -421,6 +421,64 @@ def test_newest_jobs_audio_wins_in_either_order(
     assert (stored.job_id, stored.format, stored.data) == (newer.id, "mp3", b"ID3new")
 
 
+def test_named_files_are_kept_beside_the_contents_audio(store: SyncStore, tmp_path: Path) -> None:
+    """Named files (stems) read back by name, each with its metadata, and leave the
+    content's one audio (name None) alone."""
+    assert store.save_audio(job=job(), source=_audio_file(tmp_path, "a.wav", b"RIFFmain"), info=WAV)
+    for name, data in (("vocals", b"RIFFv"), ("drums", b"RIFFd")):
+        source = _audio_file(tmp_path, f"{name}.wav", data)
+        assert store.save_audio(job=job(), source=source, info=WAV, name=name)
+    vocals, drums = (
+        store.get_audio("sound_effect", "7", "vocals"),
+        store.get_audio("sound_effect", "7", name="drums"),
+    )
+    assert vocals is not None
+    assert drums is not None
+    assert (vocals.name, vocals.data, vocals.job_id, vocals.format) == (
+        "vocals",
+        b"RIFFv",
+        "j1",
+        "wav",
+    )
+    assert (drums.name, drums.data) == ("drums", b"RIFFd")
+    main = store.get_audio("sound_effect", "7")
+    assert main is not None
+    assert (main.name, main.data) == (None, b"RIFFmain")
+    assert store.get_audio("sound_effect", "7", "bass") is None
+
+
+@pytest.mark.parametrize("order", ["older-first", "newer-first"])
+def test_named_files_of_a_content_are_the_newest_jobs(
+    store: SyncStore, tmp_path: Path, order: str
+) -> None:
+    """Of two jobs saving stems for one content, only the newer job's files stay, whichever
+    saves first: no mix of the two jobs' stems."""
+    older = job("j-a", created_at=T0 + timedelta(seconds=1))
+    newer = job("j-b", prediction_id="p2", created_at=T0 + timedelta(seconds=2))
+
+    def save(who: Job, names: tuple[str, ...]) -> list[bool]:
+        return [
+            store.save_audio(
+                job=who, source=_audio_file(tmp_path, f"{who.id}-{n}.wav", who.id.encode()),
+                info=WAV, name=n,
+            )
+            for n in names
+        ]  # fmt: skip
+
+    if order == "older-first":
+        assert save(older, ("vocals", "drums", "bass")) == [True] * 3
+        assert save(newer, ("vocals", "drums")) == [True] * 2
+    else:
+        assert save(newer, ("vocals", "drums")) == [True] * 2
+        assert save(older, ("vocals", "drums", "bass")) == [False] * 3
+    kept = {n: store.get_audio("sound_effect", "7", n) for n in ("vocals", "drums", "bass")}
+    assert {n: a.data if a else None for n, a in kept.items()} == {
+        "vocals": b"j-b",
+        "drums": b"j-b",
+        "bass": None,
+    }
+
+
 def test_missing_audio_source_is_a_storage_error(store: SyncStore, tmp_path: Path) -> None:
     """Saving from a file that does not exist raises StorageError and stores nothing."""
     with pytest.raises(StorageError):

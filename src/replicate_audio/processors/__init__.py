@@ -7,13 +7,19 @@ from collections.abc import KeysView, Mapping
 
 from ..errors import ConfigurationError, UnknownContentTypeError
 from .base import AudioPostProcessor, ProcessingContext
-from .builtin import BackgroundMusicProcessor, SoundEffectProcessor, StoreProcessor
+from .builtin import (
+    BackgroundMusicProcessor,
+    SoundEffectProcessor,
+    StemsProcessor,
+    StoreProcessor,
+)
 
 __all__ = [
     "AudioPostProcessor",
     "BackgroundMusicProcessor",
     "ProcessingContext",
     "SoundEffectProcessor",
+    "StemsProcessor",
     "StoreProcessor",
     "default_processors",
     "get_processor",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,6 +13,7 @@ import anyio.to_thread
 import attrs
 
 from ..jobs import Job, JobStatus
+from ..outputs import OutputFile, primary_output
 from ..storage import AudioInfo, AudioStore, LogEntry, ResultLog
 
 __all__ = ["AudioPostProcessor", "Hook", "ProcessingContext", "run_hook"]
@@ -35,13 +36,20 @@ async def run_hook(hook: Callable[..., Hook], /, *args: Any) -> None:
 
 @attrs.define
 class ProcessingContext:
-    """What a processor may use while it works: the stores and a private scratch folder."""
+    """What a processor may use while it works: the stores, a private scratch folder, and
+    the output file at hand among all the prediction's files."""
 
     audio_store: AudioStore
     result_log: ResultLog
     work_dir: Path
     #: Set by a store step that kept a newer job's audio instead of this job's.
     superseded: bool = False
+    #: The output file being processed (its name: ``output``, a list index, a dict key).
+    output: OutputFile | None = None
+    #: Every file of the prediction's output, in order, each with its name.
+    outputs: tuple[OutputFile, ...] = ()
+    #: The name the file is stored under: None for the content's one audio.
+    name: str | None = None
 
 
 class AudioPostProcessor(abc.ABC):
@@ -67,6 +75,17 @@ class AudioPostProcessor(abc.ABC):
     output_format: str | None = None
     #: Length of the fade-out applied when trimming, in seconds.
     fade_out: float = 0.05
+
+    def select_outputs(self, files: Sequence[OutputFile], job: Job) -> Sequence[OutputFile]:
+        """The output files to process: the primary audio by default (the file that
+        ``ReplicateAudioConfig(output=...)`` names, else the first audio file). None
+        selected ends the job ``dead``, saying what the output holds."""
+        primary = primary_output(files, job.config.output if job.config else None)
+        return [primary] if primary is not None else []
+
+    def stored_name(self, file: OutputFile, job: Job) -> str | None:
+        """The name *file* is stored under: None, the content's one audio, by default."""
+        return None
 
     def target_duration(self, job: Job) -> float | None:
         """How long the stored audio should be: the config's ``duration`` by default."""
@@ -111,12 +130,35 @@ class AudioPostProcessor(abc.ABC):
         Returns:
             What was stored.
         """
+        info = await self.process_file(job, source, context)
+        await self.log_stored(job, [(context.name, info)], context)
+        return info
+
+    async def process_file(self, job: Job, source: Path, context: ProcessingContext) -> AudioInfo:
+        """Trim and store one downloaded output file (of several, for stems); no log."""
         dest = context.work_dir / f"processed.{self.output_format or _suffix(source)}"
         trim = functools.partial(self.trim_audio, source, dest, job)
         info = await anyio.to_thread.run_sync(trim)
         stored = dest if dest.exists() else source
         await run_hook(self.store_audio, job, stored, info, context)
-        message = f"stored {info.duration:.2f}s of {info.format} ({info.size} bytes)"
+        return info
+
+    async def log_stored(
+        self,
+        job: Job,
+        stored: Sequence[tuple[str | None, AudioInfo]],
+        context: ProcessingContext,
+    ) -> None:
+        """Log one ``completed`` entry for the file or files stored for *job*."""
+        described = [
+            f"{'' if name is None else f'{name}: '}{info.duration:.2f}s of {info.format} "
+            f"({info.size} bytes)"
+            for name, info in stored
+        ]
+        if len(described) == 1:
+            message = f"stored {described[0]}"
+        else:
+            message = f"stored {len(described)} files: {'; '.join(described)}"
         if context.superseded:
             message += "; a newer job's audio for this content was kept instead"
         entry = LogEntry(
@@ -125,11 +167,10 @@ class AudioPostProcessor(abc.ABC):
             content_id=job.content_id,
             status=JobStatus.COMPLETED,
             message=message,
-            duration=info.duration,
-            size=info.size,
+            duration=max(info.duration for _, info in stored),
+            size=sum(info.size for _, info in stored),
         )
         await run_hook(self.log_result, job, entry, context)
-        return info
 
 
 def _suffix(path: Path) -> str:

@@ -51,6 +51,20 @@ def define_tables(metadata: sa.MetaData, prefix: str) -> dict[str, sa.Table]:
         created_at(),
         sa.Column("job_created_at", sa.DateTime(timezone=True)),
     )  # fmt: skip
+    # Named files (stems), one job's per content; the content's one audio stays in `audio`.
+    audio_files = sa.Table(
+        f"{prefix}audio_files", metadata,
+        sa.Column("content_type", key, primary_key=True),
+        sa.Column("content_id", key, primary_key=True),
+        sa.Column("name", key, primary_key=True),
+        sa.Column("job_id", key, nullable=False),
+        sa.Column("format", sa.String(32), nullable=False),
+        sa.Column("duration", sa.Float, nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        created_at(),
+        sa.Column("job_created_at", sa.DateTime(timezone=True), nullable=False),
+    )  # fmt: skip
     logs = sa.Table(
         f"{prefix}logs", metadata,
         sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
@@ -64,7 +78,10 @@ def define_tables(metadata: sa.MetaData, prefix: str) -> dict[str, sa.Table]:
         created_at(),
         sa.UniqueConstraint("job_id", "status"),
     )  # fmt: skip
-    return {"jobs": jobs, "deliveries": deliveries, "audio": audio, "logs": logs}
+    return {
+        "jobs": jobs, "deliveries": deliveries, "audio": audio, "audio_files": audio_files,
+        "logs": logs,
+    }  # fmt: skip
 
 
 def migrate(connection: sa.Connection, tables: dict[str, sa.Table]) -> None:

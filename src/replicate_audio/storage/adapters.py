@@ -124,13 +124,21 @@ class ThreadedStore:
             self.blocking.list_jobs, statuses=statuses, updated_before=updated_before, limit=limit
         )
 
-    async def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
+    async def save_audio(
+        self, *, job: Job, source: Path, info: AudioInfo, name: str | None = None
+    ) -> bool:
         """See :meth:`AudioStore.save_audio`."""
-        return await self._call(self.blocking.save_audio, job=job, source=source, info=info)
+        named = {} if name is None else {"name": name}  # a store from before names: none
+        return await self._call(
+            self.blocking.save_audio, job=job, source=source, info=info, **named
+        )
 
-    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
+    async def get_audio(
+        self, content_type: str, content_id: str, name: str | None = None
+    ) -> StoredAudio | None:
         """See :meth:`AudioStore.get_audio`."""
-        return await self._call(self.blocking.get_audio, content_type, content_id)
+        named = () if name is None else (name,)
+        return await self._call(self.blocking.get_audio, content_type, content_id, *named)
 
     async def log_result(self, entry: LogEntry) -> None:
         """See :meth:`ResultLog.log_result`."""
@@ -267,14 +275,22 @@ class SyncStore:
         )
         return jobs
 
-    def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
+    def save_audio(
+        self, *, job: Job, source: Path, info: AudioInfo, name: str | None = None
+    ) -> bool:
         """See :meth:`AudioStore.save_audio`."""
-        saved: bool = self._call(self.store.save_audio, job=job, source=source, info=info)
+        named = {} if name is None else {"name": name}
+        saved: bool = self._call(self.store.save_audio, job=job, source=source, info=info, **named)
         return saved
 
-    def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
+    def get_audio(
+        self, content_type: str, content_id: str, name: str | None = None
+    ) -> StoredAudio | None:
         """See :meth:`AudioStore.get_audio`."""
-        audio: StoredAudio | None = self._call(self.store.get_audio, content_type, content_id)
+        named = () if name is None else (name,)
+        audio: StoredAudio | None = self._call(
+            self.store.get_audio, content_type, content_id, *named
+        )
         return audio
 
     def log_result(self, entry: LogEntry) -> None:

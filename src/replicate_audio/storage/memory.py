@@ -41,6 +41,8 @@ class MemoryStore(SerialJobStore):
         self._by_prediction: dict[str, str] = {}
         self._deliveries: set[str] = set()
         self._audio: dict[tuple[str, str], tuple[Job, StoredAudio]] = {}
+        # Named files (stems): one job's per content.
+        self._files: dict[tuple[str, str], tuple[Job, dict[str, StoredAudio]]] = {}
         self._logs: list[LogEntry] = []
         self._logged: set[tuple[str, JobStatus]] = set()
 
@@ -125,25 +127,42 @@ class MemoryStore(SerialJobStore):
         jobs.sort(key=lambda job: (job.updated_at, job.id))
         return jobs[: max(limit, 0)]
 
-    async def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
-        """Keep the bytes of *source* for *job*'s content, unless a newer job's are kept."""
+    async def save_audio(
+        self, *, job: Job, source: Path, info: AudioInfo, name: str | None = None
+    ) -> bool:
+        """Keep the bytes of *source* for *job*'s content (or as its file *name*), unless
+        a newer job's are kept."""
         data = await anyio.to_thread.run_sync(read_source, source)
         audio = StoredAudio(
-            job.content_type, job.content_id, job.id, info.format, info.duration, len(data), data
-        )
+            job.content_type, job.content_id, job.id, info.format, info.duration, len(data),
+            data, name,
+        )  # fmt: skip
         key = (job.content_type, job.content_id)
         with self._lock:
-            current = self._audio.get(key)
-            if current is not None and current[0].is_newer_than(job):
+            if name is None:
+                current = self._audio.get(key)
+                if current is not None and current[0].is_newer_than(job):
+                    return False
+                self._audio[key] = (job, audio)
+                return True
+            owner, files = self._files.get(key, (job, {}))
+            if owner.is_newer_than(job):
                 return False
-            self._audio[key] = (job, audio)
+            if owner.id != job.id:
+                files = {}  # an older job's files make way for the newer job's
+            self._files[key] = (job, {**files, name: audio})
             return True
 
-    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
-        """The stored audio for this content, or None."""
+    async def get_audio(
+        self, content_type: str, content_id: str, name: str | None = None
+    ) -> StoredAudio | None:
+        """The stored audio for this content (or its file *name*), or None."""
+        key = (content_type, content_id)
         with self._lock:
-            current = self._audio.get((content_type, content_id))
-        return current[1] if current is not None else None
+            if name is None:
+                current = self._audio.get(key)
+                return current[1] if current is not None else None
+            return self._files.get(key, (None, {}))[1].get(name)
 
     async def log_result(self, entry: LogEntry) -> None:
         """Append *entry*; a second entry with the same job id and status is ignored."""

@@ -47,7 +47,8 @@ class AudioInfo:
 
 @attrs.frozen
 class StoredAudio:
-    """Audio read back from an audio store; ``job_id`` names the job it came from.
+    """Audio read back from an audio store; ``job_id`` names the job it came from, and
+    ``name`` the file (None: the content's one audio; a stem's name, such as ``vocals``).
 
     Example:
         >>> StoredAudio("sound_effect", "1", "j1", "wav", 0.5, 3, b"RIF").to_base64()
@@ -61,6 +62,7 @@ class StoredAudio:
     duration: float
     size: int
     data: bytes = attrs.field(repr=False)
+    name: str | None = None
 
     def to_base64(self) -> str:
         """The audio as base64 text, for apps that keep an ``audio_data_b64`` column."""
@@ -210,19 +212,32 @@ class JobStore(Protocol):
 
 @runtime_checkable
 class AudioStore(Protocol):
-    """Keeps the finished audio of each piece of content: the newest job's."""
+    """Keeps the finished audio of each piece of content: the newest job's.
 
-    async def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
-        """Store the audio file at *source* as the audio of *job*'s content, unless audio
-        from a newer job of that content (:meth:`Job.is_newer_than`) is stored already.
+    A content has one audio (``name=None``), and may have named files besides (the stems
+    of a stem-separation model, saved by :class:`~replicate_audio.processors.StemsProcessor`).
+    The named files of a content are one job's: saving a newer job's file drops the files
+    of older jobs, and an older job's file is refused once a newer job has saved one. The
+    library passes ``name`` only for named files, so a store written before names existed
+    keeps working with the single-file processors.
+    """
+
+    async def save_audio(
+        self, *, job: Job, source: Path, info: AudioInfo, name: str | None = None
+    ) -> bool:
+        """Store the audio file at *source* as the audio of *job*'s content (or as its file
+        *name*), unless audio from a newer job of that content (:meth:`Job.is_newer_than`)
+        is stored already.
 
         Saving for the same job twice leaves one copy (a retried job may save again).
         Returns whether *job*'s audio is now the stored one.
         """
         ...
 
-    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
-        """The stored audio for this content, or None."""
+    async def get_audio(
+        self, content_type: str, content_id: str, name: str | None = None
+    ) -> StoredAudio | None:
+        """The stored audio for this content (or its file *name*), or None."""
         ...
 
 
@@ -272,7 +287,11 @@ class BlockingStore(Protocol):
         updated_before: datetime | None = None,
         limit: int = 100,
     ) -> list[Job]: ...
-    def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool: ...
-    def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None: ...
+    def save_audio(
+        self, *, job: Job, source: Path, info: AudioInfo, name: str | None = None
+    ) -> bool: ...
+    def get_audio(
+        self, content_type: str, content_id: str, name: str | None = None
+    ) -> StoredAudio | None: ...
     def log_result(self, entry: LogEntry) -> None: ...
     def list_logs(self, job_id: str | None = None) -> list[LogEntry]: ...

@@ -473,45 +473,67 @@ class SQLAlchemyStore:
         rows = await self._run(_all, query.limit(max(limit, 0)))
         return [job_from_columns(row) for row in rows]
 
-    async def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
-        """Store the bytes of *source* (read whole into memory) as *job*'s content's audio,
-        unless a newer job's audio is stored already."""
+    async def save_audio(
+        self, *, job: Job, source: Path, info: AudioInfo, name: str | None = None
+    ) -> bool:
+        """Store the bytes of *source* (read whole into memory) as *job*'s content's audio
+        (or its file *name*), unless a newer job's audio is stored already."""
         data = await anyio.to_thread.run_sync(read_source, source)
-        return await self._run(self._save_audio, job, data, info, write=True)
+        return await self._run(self._save_audio, job, data, info, name, write=True)
 
     def _save_audio(
-        self, connection: sa.Connection, job: Job, data: bytes, info: AudioInfo
+        self, connection: sa.Connection, job: Job, data: bytes, info: AudioInfo, name: str | None
     ) -> bool:
-        audio = self._tables["audio"]
+        table = self._tables["audio" if name is None else "audio_files"]
         values = {
             "content_type": job.content_type, "content_id": job.content_id, "job_id": job.id,
             "format": info.format, "duration": info.duration, "size": len(data),
             "data": data, "created_at": utcnow(), "job_created_at": as_utc(job.created_at),
         }  # fmt: skip
-        upsert = self._insert(audio).values(**values)
+        this_content = (
+            table.c.content_type == job.content_type,
+            table.c.content_id == job.content_id,
+        )
+        stored = sa.tuple_(table.c.job_created_at, table.c.job_id)
+        if name is not None:
+            values["name"] = name
+            # The named files of a content are one job's: none of a newer job may be there,
+            # and an older job's make way.
+            mine = sa.tuple_(
+                sa.literal(values["job_created_at"], table.c.job_created_at.type),
+                sa.literal(job.id, table.c.job_id.type),
+            )
+            newer = mine < stored
+            if connection.execute(sa.select(table.c.job_id).where(*this_content, newer)).first():
+                return False
+            connection.execute(table.delete().where(*this_content, table.c.job_id != job.id))
+        upsert = self._insert(table).values(**values)
         # Replace only audio of an older (or the same) job: the newest job for content wins.
-        stored = sa.tuple_(audio.c.job_created_at, audio.c.job_id)
         incoming = sa.tuple_(upsert.excluded.job_created_at, upsert.excluded.job_id)
         upsert = upsert.on_conflict_do_update(
-            index_elements=["content_type", "content_id"],
-            set_={name: upsert.excluded[name] for name in values if name not in audio.primary_key},
-            where=sa.or_(audio.c.job_created_at.is_(None), stored <= incoming),
+            index_elements=[column.name for column in table.primary_key],
+            set_={key: upsert.excluded[key] for key in values if key not in table.primary_key},
+            where=sa.or_(table.c.job_created_at.is_(None), stored <= incoming),
         )
-        return connection.execute(upsert.returning(audio.c.job_id)).first() is not None
+        return connection.execute(upsert.returning(table.c.job_id)).first() is not None
 
-    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
-        """The stored audio for this content, or None."""
-        audio = self._tables["audio"]
-        query = audio.select().where(
-            audio.c.content_type == content_type, audio.c.content_id == content_id
+    async def get_audio(
+        self, content_type: str, content_id: str, name: str | None = None
+    ) -> StoredAudio | None:
+        """The stored audio for this content (or its file *name*), or None."""
+        table = self._tables["audio" if name is None else "audio_files"]
+        query = table.select().where(
+            table.c.content_type == content_type, table.c.content_id == content_id
         )
+        if name is not None:
+            query = query.where(table.c.name == name)
         rows = await self._run(_all, query)
         if not rows:
             return None
         row = rows[0]
         return StoredAudio(
             row["content_type"], row["content_id"], row["job_id"], row["format"],
-            row["duration"], row["size"], bytes(row["data"]),
+            row["duration"], row["size"], bytes(row["data"]), name,
         )  # fmt: skip
 
     async def log_result(self, entry: LogEntry) -> None:

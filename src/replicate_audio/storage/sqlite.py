@@ -30,7 +30,7 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Seconds a write waits for another process's write lock before it fails (StorageError).
 DEFAULT_TIMEOUT = 2.0
 _COPY_CHUNK = 1 << 20
@@ -49,6 +49,11 @@ _SCHEMA = (
         format TEXT NOT NULL, duration REAL NOT NULL, size INTEGER NOT NULL,
         file_name TEXT NOT NULL, updated_at TEXT NOT NULL, job_created_at TEXT,
         PRIMARY KEY (content_type, content_id))""",
+    """CREATE TABLE IF NOT EXISTS audio_files (
+        content_type TEXT NOT NULL, content_id TEXT NOT NULL, name TEXT NOT NULL,
+        job_id TEXT NOT NULL, format TEXT NOT NULL, duration REAL NOT NULL,
+        size INTEGER NOT NULL, file_name TEXT NOT NULL, updated_at TEXT NOT NULL,
+        job_created_at TEXT NOT NULL, PRIMARY KEY (content_type, content_id, name))""",
     """CREATE TABLE IF NOT EXISTS logs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL,
         content_type TEXT NOT NULL, content_id TEXT NOT NULL, status TEXT NOT NULL,
@@ -65,6 +70,8 @@ _MIGRATIONS = {
         """UPDATE audio SET job_created_at =
             (SELECT created_at FROM jobs WHERE jobs.id = audio.job_id)""",
     ),
+    # Version 2 -> 3: named files (stems) in a table of their own, made by the schema.
+    2: (),
 }
 _INDEXES = ("CREATE UNIQUE INDEX IF NOT EXISTS jobs_prediction_id ON jobs (prediction_id)",)
 _JOB_FIELDS = ["id", "prediction_id", "content_type", "content_id", "status", "attempts",
@@ -347,47 +354,63 @@ class SQLiteStore(SerialJobStore):
         rows = await self._read(self._query, sql, (*parameters, max(limit, 0)))
         return [job_from_columns(row) for row in rows]
 
-    async def save_audio(self, *, job: Job, source: Path, info: AudioInfo) -> bool:
-        """Copy *source* into the audio directory (streamed, then renamed into place),
-        unless a newer job's audio for this content is stored already.
+    async def save_audio(
+        self, *, job: Job, source: Path, info: AudioInfo, name: str | None = None
+    ) -> bool:
+        """Copy *source* into the audio directory (streamed, then renamed into place) as
+        the content's audio or its file *name*, unless a newer job's is stored already.
 
         Saving for the same job again replaces the file and its row: one copy is kept.
         """
         temporary = await self._read(self._copy_to_temporary, Path(source))
         try:
-            saved, old = await self._write(self._save_audio_step, job, temporary, info)
+            saved, old = await self._write(self._save_audio_step, job, temporary, info, name)
         finally:
             await self._read(functools.partial(temporary.unlink, missing_ok=True))
-        if old is not None:
-            await self._read(functools.partial((self.audio_dir / old).unlink, missing_ok=True))
+        for file_name in old:
+            await self._read(
+                functools.partial((self.audio_dir / file_name).unlink, missing_ok=True)
+            )
         return saved
 
     def _save_audio_step(
-        self, job: Job, temporary: Path, info: AudioInfo
-    ) -> tuple[bool, str | None]:
-        """Put the file in place and its row; returns whether saved, and a file to delete."""
+        self, job: Job, temporary: Path, info: AudioInfo, name: str | None
+    ) -> tuple[bool, list[str]]:
+        """Put the file in place and its row; returns whether saved, and files to delete."""
         key = (job.content_type, job.content_id)
+        table, named = ("audio", "NULL") if name is None else ("audio_files", "name")
         rows = self._query(
-            "SELECT job_id, file_name, job_created_at FROM audio "
+            f"SELECT job_id, file_name, job_created_at, {named} AS name FROM {table} "  # noqa: S608
             "WHERE content_type = ? AND content_id = ?",
             key,
         )
-        if rows and (rows[0]["job_created_at"] or "", rows[0]["job_id"]) > (
-            iso_text(job.created_at),
-            job.id,
-        ):
-            return False, None  # a newer job's audio is there: keep it
-        digest = hashlib.sha256(f"{key[0]}\0{key[1]}\0{job.id}".encode()).hexdigest()[:32]
+        incoming = (iso_text(job.created_at), job.id)
+        if any((row["job_created_at"] or "", row["job_id"]) > incoming for row in rows):
+            return False, []  # a newer job's audio is there: keep it
+        tag = "" if name is None else f"\0{name}"
+        digest = hashlib.sha256(f"{key[0]}\0{key[1]}\0{job.id}{tag}".encode()).hexdigest()[:32]
         file_name = f"{digest}.{re.sub(r'[^A-Za-z0-9]', '', info.format)[:16] or 'audio'}"
         size = temporary.stat().st_size
         os.replace(temporary, self.audio_dir / file_name)
-        self._connection().execute(
-            "INSERT OR REPLACE INTO audio VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*key, job.id, info.format, info.duration, size, file_name, iso_text(utcnow()),
-             iso_text(job.created_at)),
-        )  # fmt: skip
-        old = rows[0]["file_name"] if rows else None
-        return True, old if old != file_name else None
+        row = (job.id, info.format, info.duration, size, file_name, iso_text(utcnow()),
+               iso_text(job.created_at))  # fmt: skip
+        connection = self._connection()
+        if name is None:
+            connection.execute("INSERT OR REPLACE INTO audio VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (*key, *row))  # fmt: skip
+            replaced = rows
+        else:
+            # The named files of a content are one job's: an older job's make way.
+            replaced = [r for r in rows if r["job_id"] != job.id or r["name"] == name]
+            connection.execute(
+                "DELETE FROM audio_files WHERE content_type = ? AND content_id = ? AND job_id != ?",
+                (*key, job.id),
+            )
+            connection.execute(
+                "INSERT OR REPLACE INTO audio_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, name, *row),
+            )
+        return True, [r["file_name"] for r in replaced if r["file_name"] != file_name]
 
     def _copy_to_temporary(self, source: Path) -> Path:
         with self._errors():
@@ -403,19 +426,31 @@ class SQLiteStore(SerialJobStore):
                 raise
         return Path(name)
 
-    async def get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
-        """The stored audio for this content, or None.
+    async def get_audio(
+        self, content_type: str, content_id: str, name: str | None = None
+    ) -> StoredAudio | None:
+        """The stored audio for this content (or its file *name*), or None.
 
         Raises:
             StorageError: the row exists but its file is gone or unreadable.
         """
-        return await self._read(self._get_audio, content_type, content_id)
+        return await self._read(self._get_audio, content_type, content_id, name)
 
-    def _get_audio(self, content_type: str, content_id: str) -> StoredAudio | None:
-        rows = self._query(
-            "SELECT * FROM audio WHERE content_type = ? AND content_id = ?",
-            (content_type, content_id),
-        )
+    def _get_audio(
+        self, content_type: str, content_id: str, name: str | None
+    ) -> StoredAudio | None:
+        parameters: tuple[str, ...]
+        if name is None:
+            sql, parameters = (
+                "SELECT * FROM audio WHERE content_type = ? AND content_id = ?",
+                (content_type, content_id),
+            )
+        else:
+            sql, parameters = (
+                "SELECT * FROM audio_files WHERE content_type = ? AND content_id = ? AND name = ?",
+                (content_type, content_id, name),
+            )
+        rows = self._query(sql, parameters)
         if not rows:
             return None
         row = rows[0]
@@ -423,7 +458,7 @@ class SQLiteStore(SerialJobStore):
             data = (self.audio_dir / row["file_name"]).read_bytes()
         return StoredAudio(
             content_type, content_id, row["job_id"], row["format"], row["duration"],
-            row["size"], data,
+            row["size"], data, name,
         )  # fmt: skip
 
     async def log_result(self, entry: LogEntry) -> None:
