@@ -36,6 +36,7 @@ def test_uses_a_given_engine_and_prefixes_tables(tmp_path: Path) -> None:
         sync.create_job(JOB)
     assert sorted(sa.inspect(engine).get_table_names()) == [
         "audio_audio",
+        "audio_audio_files",
         "audio_deliveries",
         "audio_jobs",
         "audio_logs",

@@ -60,7 +60,7 @@ def test_schema_version_and_wal(tmp_path: Path) -> None:
     with sqlite_store(tmp_path / "jobs.db") as store:
         store.get_job("p1")
     connection = sqlite3.connect(tmp_path / "jobs.db")
-    assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     connection.close()
 

@@ -63,6 +63,8 @@ _CAS_TRIES = 5
 _ASYNC_DRIVERS = {"postgresql": "postgresql+psycopg_async", "sqlite": "sqlite+aiosqlite"}
 #: Seconds a statement (or a wait for a lock) may take on PostgreSQL before it fails.
 DEFAULT_TIMEOUT = 2.0
+#: Connections a store's own PostgreSQL engine keeps open.
+DEFAULT_POOL_SIZE = 16
 
 
 class SQLAlchemyStore:
@@ -86,6 +88,9 @@ class SQLAlchemyStore:
             ``AsyncEngine``; never disposed here).
         table_prefix: prepended to the table names (``replicate_audio_jobs``, ...).
         timeout: seconds a write may wait for a lock or run on PostgreSQL.
+        pool_size: connections the store's own engine keeps open (PostgreSQL; an engine
+            you pass keeps its own pool). A request beyond them waits for one, within
+            the intake's time budget, rather than opening a connection per request.
 
     Example:
         >>> import anyio, pathlib, tempfile
@@ -104,6 +109,7 @@ class SQLAlchemyStore:
         *,
         table_prefix: str = "replicate_audio_",
         timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         self._owns_engine = isinstance(url_or_engine, str)
         self.engine: sa.engine.Engine | None = None
@@ -113,7 +119,7 @@ class SQLAlchemyStore:
         elif isinstance(url_or_engine, sa.engine.Engine):
             self.engine = url_or_engine
         else:
-            self._create_engine(url_or_engine, timeout)
+            self._create_engine(url_or_engine, timeout, pool_size)
         dialect = (self.engine or self._sync_of_async()).dialect.name
         if dialect not in _DIALECTS:
             raise ConfigurationError(
@@ -143,7 +149,7 @@ class SQLAlchemyStore:
             with self._errors(), self.engine.begin() as connection:
                 self._create_schema(connection)
 
-    def _create_engine(self, url_text: str, timeout: float) -> None:
+    def _create_engine(self, url_text: str, timeout: float, pool_size: int) -> None:
         url = sa.engine.make_url(url_text)
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
@@ -154,17 +160,23 @@ class SQLAlchemyStore:
         limit = str(_milliseconds(timeout))
         session = {"lock_timeout": limit, "statement_timeout": limit, "synchronous_commit": "off"}
         arguments: dict[str, Any] = {}
+        # No overflow: SQLAlchemy closes an overflow connection when it is returned, so
+        # under load every request beyond the pool paid for a new connection (and for
+        # preparing its statements again). Waiting for a pooled one is cheaper.
+        pool: dict[str, Any] = {}
         if url.drivername.startswith("postgresql+asyncpg"):
             arguments = {"server_settings": session}
         elif url.drivername.startswith("postgresql"):
             arguments = {
                 "options": " ".join(f"-c {name}={value}" for name, value in session.items())
             }
+        if url.drivername.startswith("postgresql"):
+            pool = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": timeout}
         try:
             if url.get_dialect().is_async:
-                self.async_engine = create_async_engine(url, connect_args=arguments)
+                self.async_engine = create_async_engine(url, connect_args=arguments, **pool)
             else:
-                self.engine = sa.create_engine(url, connect_args=arguments)
+                self.engine = sa.create_engine(url, connect_args=arguments, **pool)
         except ImportError as error:  # the driver, e.g. psycopg or asyncpg
             raise ImportError(f"{error}: {_INSTALL_HINT}") from error
 
