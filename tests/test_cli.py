@@ -177,3 +177,43 @@ def test_app_that_cannot_be_loaded_is_named(
     result = run("replay", "x", "--app", spec, env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert message in result.stderr
+
+
+def test_reconcile_dry_run_then_for_real(simulator: ReplicateSimulator, tmp_path: Path) -> None:
+    """`replicate-audio reconcile --dry-run` lists each unfinished job with its status on
+    Replicate and records nothing; without --dry-run the ended prediction is recorded and
+    its job processed (by the app's dispatcher) before the command returns."""
+    database = tmp_path / "jobs.sqlite3"
+    settings = simulator.settings(base_url="http://127.0.0.1:9")
+    with SQLiteStore(database) as store:
+        simulator.queue_faults(Faults(drop_ratio=1.0))  # its webhooks are all lost
+        audio = ReplicateAudio(settings, store, sweep_interval=0)
+        job = audio.generate_sync("sound_effect", 5, sound_effect_config("a door", 1.0))
+        assert job.prediction_id is not None
+        simulator.wait_for_prediction(job.prediction_id)
+        audio.blocking_store().close()
+    env = simulator.environ(REPLICATE_AUDIO_DATABASE=str(database))
+    dry = run("reconcile", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    line = f"{job.id}  {job.prediction_id}  succeeded   "
+    assert f"{line}would record its end; the job is pending" in dry.stdout
+    assert "1 unfinished jobs looked at; would record 1" in dry.stdout
+    assert f"{job.id}  {job.prediction_id}  pending" in run("jobs", env=env).stdout
+    done = run("reconcile", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{line}recorded its end; the job is completed" in done.stdout
+    assert "1 unfinished jobs looked at; recorded 1" in done.stdout
+    again = run("reconcile", env=env)
+    assert "0 unfinished jobs looked at; recorded 0" in again.stdout
+
+
+def test_worker_takes_the_recovery_options() -> None:
+    """`replicate-audio worker --help` lists the recovery knobs with their variables."""
+    shown = run("worker", "--help").stdout
+    for option, variable in (
+        ("--lease", "REPLICATE_AUDIO_LEASE"),
+        ("--sweep-interval", "REPLICATE_AUDIO_SWEEP_INTERVAL"),
+        ("--reconcile-after", "REPLICATE_AUDIO_RECONCILE_AFTER"),
+    ):
+        assert option in shown
+        assert variable in shown

@@ -165,3 +165,33 @@ def test_secret_errors_do_not_echo_the_secret() -> None:
         Settings.from_env({"REPLICATE_WEBHOOK_SECRET": "whsec_no!secret"})
     assert "no!secret" not in str(caught.value)
     assert "whsec_no" not in str(caught.value)
+
+
+def test_recovery_knobs_come_from_the_environment() -> None:
+    """REPLICATE_AUDIO_LEASE, _SWEEP_INTERVAL (0 allowed: no sweep) and _RECONCILE_AFTER set
+    the facade's defaults; by default a dead worker's job is taken over within 60 s."""
+    from replicate_audio import ReplicateAudio
+    from replicate_audio.storage import MemoryStore
+
+    defaults = Settings()
+    assert defaults.lease + defaults.sweep_interval <= 60
+    settings = Settings.from_env(
+        {
+            "REPLICATE_AUDIO_LEASE": "12.5",
+            "REPLICATE_AUDIO_SWEEP_INTERVAL": "0",
+            "REPLICATE_AUDIO_RECONCILE_AFTER": "300",
+        }
+    )
+    assert (settings.lease, settings.sweep_interval, settings.reconcile_after) == (12.5, 0, 300)
+    audio = ReplicateAudio(settings, MemoryStore())
+    assert audio.lease == 12.5
+    assert (audio.background.sweep_interval, audio.background.reconcile_after) == (0, 300)
+    given = ReplicateAudio(settings, MemoryStore(), lease=5, sweep_interval=1)
+    assert (given.lease, given.background.sweep_interval) == (5, 1)
+    for variable, value in (
+        ("REPLICATE_AUDIO_LEASE", "0"),
+        ("REPLICATE_AUDIO_SWEEP_INTERVAL", "-1"),
+        ("REPLICATE_AUDIO_RECONCILE_AFTER", "soon"),
+    ):
+        with pytest.raises(ConfigurationError, match=variable):
+            Settings.from_env({variable: value})

@@ -3,7 +3,8 @@ lost webhooks, and settling jobs whose create never answered, against the simula
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from replicate_audio import Job, JobStatus, ReplicateAudioConfig, Settings
 from replicate_audio.app import ReplicateAudio
 from replicate_audio.download import Downloader
 from replicate_audio.jobs import new_job_id, utcnow
-from replicate_audio.recovery import matches_job
+from replicate_audio.recovery import Reconciled, matches_job
 from replicate_audio.storage import MemoryStore, SQLiteStore, SyncStore
 from replicate_audio.testing import Faults, ReplicateSimulator
 from webhook_receiver import WebhookReceiver
@@ -265,10 +266,15 @@ def test_lost_webhooks_are_reconciled_once(
     waiting = blocking.get_job(job.id)
     assert waiting is not None
     assert waiting.status is JobStatus.PENDING  # nothing was heard
-    assert receiver.call(audio.background.reconcile) == 1
+    dry = receiver.call(functools.partial(audio.reconcile, dry_run=True))
+    assert [(e.job.id, e.prediction_status, e.moved, e.detail) for e in dry] == [
+        (job.id, "succeeded", False, "would record its end")
+    ]
+    assert blocking.get_job(job.id) == waiting  # a dry run records nothing
+    assert moved(receiver.call(audio.reconcile)) == 1
     done = receiver.wait_for(job.id)
     assert (done.status, done.attempts) == (JobStatus.COMPLETED, 1)
-    assert receiver.call(audio.background.reconcile) == 0
+    assert moved(receiver.call(audio.background.reconcile)) == 0
     assert [entry.status for entry in blocking.list_logs(job.id)] == [JobStatus.COMPLETED]
     assert not [d for d in simulator.deliveries if d.prediction_id == job.prediction_id and d.ok]
 
@@ -300,13 +306,23 @@ def test_reconcile_leaves_running_predictions_and_survives_unknown_ones(
     )
     blocking.create_job(unknown)
     simulator.wait_for_prediction(prediction_of(finished))
-    assert receiver.call(audio.background.reconcile) == 1
+    report = {e.job.id: e for e in receiver.call(audio.background.reconcile)}
+    assert moved(report.values()) == 1
+    assert report[running.id].prediction_status in ("starting", "processing")
+    assert report[running.id].detail == "still running on Replicate"
+    assert report[unknown.id].prediction_status is None
+    assert report[unknown.id].detail.startswith("not fetched: ")
     assert receiver.wait_for(finished.id).status is JobStatus.COMPLETED
     for left in (running, unknown):
         current = blocking.get_job(left.id)
         assert current is not None
         assert current.status is JobStatus.PENDING
     assert f"could not reconcile job {unknown.id}" in caplog.text
+
+
+def moved(entries: Iterable[Reconciled]) -> int:
+    """How many jobs a reconciliation moved."""
+    return sum(entry.moved for entry in entries)
 
 
 def unsent(config: ReplicateAudioConfig, *, content_id: str, age: float) -> Job:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -13,11 +14,11 @@ from replicate.client import Client
 from .config import ReplicateAudioConfig, Settings
 from .dispatch import Dispatcher, InProcessDispatcher
 from .download import Downloader
-from .errors import JobNotFoundError, PredictionError
+from .errors import ConfigurationError, JobNotFoundError, PredictionError
 from .intake import Intake, WebhookOutcome
 from .jobs import WAITING, Job
 from .metrics import Metrics, guarded
-from .pipeline import DEFAULT_LEASE, process_job, replay
+from .pipeline import process_job, replay
 from .predictions import (
     DEFAULT_RETRY,
     RetryPolicy,
@@ -27,7 +28,7 @@ from .predictions import (
     send_create,
 )
 from .processors import AudioPostProcessor
-from .recovery import BackgroundWork
+from .recovery import BackgroundWork, Reconciled
 from .replicate_api import PredictionsAPI
 from .storage import (
     BlockingStore,
@@ -57,10 +58,14 @@ class ReplicateAudio:
             (``sound_effect``, ``background_music`` and whatever was registered).
         dispatcher: defaults to an :class:`InProcessDispatcher`.
         downloader: defaults to a :class:`Downloader` over *settings*.
-        lease: seconds before a job left in ``processing`` may be taken over.
+        lease: seconds a worker's claim on a job lasts unrenewed (renewed every third of
+            it while the job is worked on), after which the job may be taken over; default
+            ``settings.lease`` (``REPLICATE_AUDIO_LEASE``, 30 s).
         sweep_interval: how often unfinished jobs are looked for (and lost webhooks
-            reconciled); 0 turns the sweep off.
-        reconcile_after: seconds without news after which a job's prediction is fetched.
+            reconciled); 0 turns the sweep off; default ``settings.sweep_interval``
+            (``REPLICATE_AUDIO_SWEEP_INTERVAL``, 15 s).
+        reconcile_after: seconds without news after which a job's prediction is fetched;
+            default ``settings.reconcile_after`` (``REPLICATE_AUDIO_RECONCILE_AFTER``, 120 s).
         metrics: told about predictions, webhook answers and finished jobs, e.g. a
             :class:`~replicate_audio.metrics.PrometheusMetrics`.
 
@@ -80,9 +85,9 @@ class ReplicateAudio:
         *,
         downloader: Downloader | None = None,
         client: Client | None = None,
-        lease: float = DEFAULT_LEASE,
-        sweep_interval: float = 30.0,
-        reconcile_after: float = 120.0,
+        lease: float | None = None,
+        sweep_interval: float | None = None,
+        reconcile_after: float | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
@@ -94,7 +99,7 @@ class ReplicateAudio:
         self._owns_downloader = downloader is None
         self.downloader = downloader or Downloader(self.settings)
         self.client = client
-        self.lease = lease
+        self.lease = self.settings.lease if lease is None else lease
         self.metrics = guarded(metrics)
         self.intake = Intake(
             settings=self.settings,
@@ -104,7 +109,13 @@ class ReplicateAudio:
             metrics=self.metrics,
         )
         self._background = BackgroundWork(
-            self, sweep_interval=sweep_interval, reconcile_after=reconcile_after
+            self,
+            sweep_interval=self.settings.sweep_interval
+            if sweep_interval is None
+            else sweep_interval,
+            reconcile_after=(
+                self.settings.reconcile_after if reconcile_after is None else reconcile_after
+            ),
         )
         self._sync_lock = threading.Lock()
         self._sync_store: SyncStore | None = None
@@ -335,6 +346,41 @@ class ReplicateAudio:
     async def stop(self) -> None:
         """Drain the dispatcher (unfinished jobs stay recoverable) and close the downloader."""
         await self.__aexit__(None, None, None)
+
+    async def reconcile(
+        self, *, older_than: float = 0.0, dry_run: bool = False
+    ) -> list[Reconciled]:
+        """Reconcile now: ask Replicate about every unfinished job with no news for
+        *older_than* seconds (0: all of them) and record each prediction that has ended, as
+        its webhook would have been; with *dry_run*, only say what would be done.
+
+        Returns:
+            One entry per job looked at: Replicate's status, whether the job moved, and why.
+        """
+        return await self._background.reconcile(older_than=older_than, dry_run=dry_run)
+
+    def set_recovery(
+        self,
+        *,
+        lease: float | None = None,
+        sweep_interval: float | None = None,
+        reconcile_after: float | None = None,
+    ) -> None:
+        """Change the recovery knobs before :meth:`start` (what ``replicate-audio worker``'s
+        options do to an app given with ``--app``); None leaves one as it is."""
+        for name, value in (
+            ("lease", lease),
+            ("sweep_interval", sweep_interval),
+            ("reconcile_after", reconcile_after),
+        ):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigurationError(name, f"must be a number of seconds, not {value!r}")
+        if lease is not None:
+            self.lease = lease
+        if sweep_interval is not None:
+            self._background.sweep_interval = sweep_interval
+        if reconcile_after is not None:
+            self._background.reconcile_after = reconcile_after
 
     @property
     def background(self) -> BackgroundWork:

@@ -17,6 +17,7 @@ from .jobs import Job, JobStatus, utcnow
 
 if TYPE_CHECKING:
     from .app import ReplicateAudio
+    from .recovery import Reconciled
 
 __all__ = ["main"]
 
@@ -201,8 +202,70 @@ def _cancel(args: argparse.Namespace) -> int:
     return _on_job(args, lambda audio: audio.cancel, JobStatus.CANCELED)
 
 
+def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="only say what would be recorded")
+    parser.add_argument(
+        "--older-than", type=float, default=0.0, metavar="SECONDS",
+        help="only jobs with no news for this long (default 0: every unfinished job)",
+    )  # fmt: skip
+    _app_argument(parser)
+
+
+@command(
+    "reconcile",
+    "ask Replicate about every unfinished job now and record the ends that were missed",
+    _reconcile_arguments,
+)
+def _reconcile(args: argparse.Namespace) -> int:
+    import anyio
+
+    async def once(audio: ReplicateAudio) -> list[tuple[Reconciled, Job]]:
+        reconcile = functools.partial(
+            audio.reconcile, older_than=args.older_than, dry_run=args.dry_run
+        )
+        if args.dry_run:
+            found = await reconcile()
+        else:
+            # What is recorded goes to the app's dispatcher: processed here (in process)
+            # or sent to its workers, before this command returns.
+            async with audio.dispatcher.running(audio.process):
+                found = await reconcile()
+        return [(entry, await audio.get_job(entry.job.id)) for entry in found]
+
+    try:
+        found = anyio.run(once, load_app(args.app, sweep_interval=0))
+    except ReplicateAudioError as error:
+        print(error, file=sys.stderr)
+        return 1
+    for entry, now in found:
+        status = entry.prediction_status or "?"
+        print(
+            f"{now.id}  {now.prediction_id}  {status:<10}  {entry.detail}; "
+            f"the job is {now.status.value}{': ' + now.error if now.error else ''}"
+        )
+    if args.dry_run:
+        counted = sum(entry.detail == "would record its end" for entry, _ in found)
+        print(f"{len(found)} unfinished jobs looked at; would record {counted}")
+    else:
+        counted = sum(entry.moved for entry, _ in found)
+        print(f"{len(found)} unfinished jobs looked at; recorded {counted}")
+    return 0
+
+
+def _recovery_arguments(parser: argparse.ArgumentParser) -> None:
+    """The recovery knobs, as options that override the app's (and the environment's)."""
+    for option, variable, text in (
+        ("--lease", "REPLICATE_AUDIO_LEASE", "seconds a claim lasts unrenewed"),
+        ("--sweep-interval", "REPLICATE_AUDIO_SWEEP_INTERVAL", "seconds between sweeps; 0: none"),
+        ("--reconcile-after", "REPLICATE_AUDIO_RECONCILE_AFTER", "seconds of silence before "
+         "a job's prediction is fetched"),
+    ):  # fmt: skip
+        parser.add_argument(option, type=float, metavar="SECONDS", help=f"{text} ({variable})")
+
+
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=4, help="jobs processed at once")
+    _recovery_arguments(parser)
     parser.add_argument(
         "--queue", help="the Dramatiq queue to consume (default replicate_audio; with --app, "
         "the queue of the app's dispatcher)"
@@ -223,6 +286,11 @@ def _worker(args: argparse.Namespace) -> int:
             raise ConfigurationError("--queue", message)
         else:
             audio = load_app(args.app)
+        audio.set_recovery(
+            lease=args.lease,
+            sweep_interval=args.sweep_interval,
+            reconcile_after=args.reconcile_after,
+        )
         dispatcher = audio.dispatcher
         if not isinstance(dispatcher, DramatiqDispatcher):
             kind = type(dispatcher).__name__

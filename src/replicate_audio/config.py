@@ -166,13 +166,14 @@ def _positive_int(variable: str, value: str) -> int:
     return int(value)
 
 
-def _positive_float(variable: str, value: str) -> float:
+def _positive_float(variable: str, value: str, *, zero: bool = False) -> float:
     try:
         number = float(value)
     except ValueError:
         number = math.nan
-    if not (math.isfinite(number) and number > 0):
-        raise ConfigurationError(variable, f"must be a positive number of seconds, not {value!r}")
+    if not (math.isfinite(number) and (number > 0 or (zero and number == 0))):
+        least = "0 or more" if zero else "a positive number of"
+        raise ConfigurationError(variable, f"must be {least} seconds, not {value!r}")
     return number
 
 
@@ -195,6 +196,10 @@ def _check_http_url(variable: str, value: str) -> None:
         raise ConfigurationError(variable, f"must be an http(s) URL, not {value!r}")
     if parts.query or parts.fragment:
         raise ConfigurationError(variable, f"must not have a query or fragment: {value!r}")
+
+
+#: Seconds a worker may hold a job in ``processing`` unrenewed before another may take it over.
+DEFAULT_LEASE = 30.0
 
 
 @attrs.frozen(kw_only=True)
@@ -228,6 +233,14 @@ class Settings:
     #: What the sweep does with a job whose create Replicate never received: ``create`` it
     #: (once), or mark it ``fail``-ed with the reason.
     unsent_creates: str = "create"
+    #: Seconds a worker's claim on a job lasts unrenewed; the worker renews it every third of
+    #: that while it works, so a job whose worker died is taken over after at most this
+    #: long plus one sweep interval.
+    lease: float = DEFAULT_LEASE
+    #: Seconds between sweeps (unfinished jobs, lost webhooks, waiting creates); 0: none.
+    sweep_interval: float = 15.0
+    #: Seconds without news after which the sweep asks Replicate about a job's prediction.
+    reconcile_after: float = 120.0
 
     def __attrs_post_init__(self) -> None:
         _check_http_url("BASE_URL", self.base_url)
@@ -264,9 +277,15 @@ class Settings:
         for name, seconds in (
             ("REPLICATE_AUDIO_INTAKE_TIMEOUT", self.intake_timeout),
             ("REPLICATE_AUDIO_CREATE_TIMEOUT", self.create_timeout),
+            ("REPLICATE_AUDIO_LEASE", self.lease),
+            ("REPLICATE_AUDIO_RECONCILE_AFTER", self.reconcile_after),
         ):
             if not (math.isfinite(seconds) and seconds > 0):
                 raise ConfigurationError(name, f"must be a positive number, not {seconds}")
+        if not (math.isfinite(self.sweep_interval) and self.sweep_interval >= 0):
+            raise ConfigurationError(
+                "REPLICATE_AUDIO_SWEEP_INTERVAL", f"must be 0 or more, not {self.sweep_interval}"
+            )
         if self.unsent_creates not in UNSENT_CREATE_POLICIES:
             raise ConfigurationError(
                 "REPLICATE_AUDIO_UNSENT_CREATES",
@@ -317,9 +336,14 @@ class Settings:
         for variable, field in (
             ("REPLICATE_AUDIO_INTAKE_TIMEOUT", "intake_timeout"),
             ("REPLICATE_AUDIO_CREATE_TIMEOUT", "create_timeout"),
+            ("REPLICATE_AUDIO_LEASE", "lease"),
+            ("REPLICATE_AUDIO_RECONCILE_AFTER", "reconcile_after"),
         ):
             if variable in env:
                 values[field] = _positive_float(variable, env[variable])
+        if "REPLICATE_AUDIO_SWEEP_INTERVAL" in env:
+            variable = "REPLICATE_AUDIO_SWEEP_INTERVAL"
+            values["sweep_interval"] = _positive_float(variable, env[variable], zero=True)
         if "REPLICATE_AUDIO_UNSENT_CREATES" in env:
             values["unsent_creates"] = env["REPLICATE_AUDIO_UNSENT_CREATES"].strip().lower()
         return cls(**values)

@@ -12,6 +12,7 @@ from typing import Any
 import anyio.to_thread
 
 from ._claims import ClaimLost, keep_claim, move
+from .config import DEFAULT_LEASE
 from .download import Downloader
 from .errors import JobNotFoundError, OutputExpiredError, ReplicateAudioError, StorageError
 from .intake import record
@@ -39,8 +40,6 @@ __all__ = [
 
 logger = logging.getLogger("replicate_audio")
 
-#: Seconds a worker may hold a job in ``processing`` before another may take it over.
-DEFAULT_LEASE = 300.0
 #: Why a job whose output Replicate removed (about an hour after it finished) is dead.
 EXPIRED = "output expired before it was downloaded"
 

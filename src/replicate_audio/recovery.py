@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 from anyio.abc import TaskGroup
 
 from .errors import PredictionError
@@ -23,7 +24,7 @@ from .storage._records import as_utc
 if TYPE_CHECKING:
     from .app import ReplicateAudio
 
-__all__ = ["BackgroundWork", "matches_job"]
+__all__ = ["BackgroundWork", "Reconciled", "matches_job"]
 
 logger = logging.getLogger("replicate_audio")
 
@@ -71,6 +72,17 @@ def matches_job(prediction: dict[str, Any], job: Job, *, window: timedelta) -> b
     if "version" in target:
         return target["version"].rpartition(":")[2] == prediction.get("version")
     return True  # a deployment: its model may change under it; input and time decide
+
+
+@attrs.frozen
+class Reconciled:
+    """One job a reconciliation looked at: its prediction's status on Replicate (None: it
+    could not be fetched), whether the job moved, and what was done."""
+
+    job: Job
+    prediction_status: str | None
+    moved: bool
+    detail: str
 
 
 class BackgroundWork:
@@ -215,18 +227,24 @@ class BackgroundWork:
             await self.audio.send_create(claimed)
         return 1
 
-    async def reconcile(self) -> int:
-        """Ask Replicate about jobs with no news for ``reconcile_after`` seconds.
+    async def reconcile(
+        self, *, older_than: float | None = None, dry_run: bool = False
+    ) -> list[Reconciled]:
+        """Ask Replicate about jobs with no news for *older_than* seconds (default
+        ``reconcile_after``).
 
         A finished prediction takes the same path as its webhook would have (recorded once,
-        under the id ``reconcile:{prediction}:{status}``). Returns how many jobs moved.
+        under the id ``reconcile:{prediction}:{status}``); with *dry_run* nothing is
+        recorded, and each entry says what would be. Returns one entry per job looked at.
         """
         store = self.audio.store
-        before = utcnow() - timedelta(seconds=self.reconcile_after)
+        after = self.reconcile_after if older_than is None else older_than
         jobs = await store.list_jobs(
-            statuses=[JobStatus.PENDING, JobStatus.RUNNING], updated_before=before, limit=_BATCH
+            statuses=[JobStatus.PENDING, JobStatus.RUNNING],
+            updated_before=utcnow() - timedelta(seconds=after),
+            limit=_BATCH,
         )
-        moved = 0
+        found: list[Reconciled] = []
         async with PredictionsAPI(self.audio.settings) as reader:
             for job in jobs:
                 if job.prediction_id is None:
@@ -235,10 +253,22 @@ class BackgroundWork:
                     prediction = await reader.get(job.prediction_id)
                 except PredictionError as error:  # one unreachable prediction must not stop it
                     logger.warning("could not reconcile job %s: %s", job.id, error)
+                    found.append(Reconciled(job, None, False, f"not fetched: {error}"))
                     continue
-                if prediction.get("status") in TERMINAL_PREDICTION_STATUSES:
-                    moved += await self._take_fetched(job, prediction)
-        return moved
+                status = prediction.get("status")
+                status = status if isinstance(status, str) else None
+                if status not in TERMINAL_PREDICTION_STATUSES:
+                    found.append(Reconciled(job, status, False, "still running on Replicate"))
+                elif dry_run:
+                    found.append(Reconciled(job, status, False, "would record its end"))
+                else:
+                    moved = await self._take_fetched(job, prediction)
+                    detail = "recorded its end" if moved else "already recorded"
+                    found.append(Reconciled(job, status, bool(moved), detail))
+        return found
+
+    async def _reconcile_due(self) -> int:
+        return sum(entry.moved for entry in await self.reconcile())
 
     async def _take_fetched(self, job: Job, prediction: dict[str, Any]) -> int:
         delivery = Delivery(
@@ -258,7 +288,7 @@ class BackgroundWork:
     async def _sweep_forever(self) -> None:
         while True:
             await anyio.sleep(self.sweep_interval)
-            for step in (self.resolve_unsent, self.requeue, self.reconcile):
+            for step in (self.resolve_unsent, self.requeue, self._reconcile_due):
                 await _quietly(step)
 
 
