@@ -217,3 +217,18 @@ def test_worker_takes_the_recovery_options() -> None:
     ):
         assert option in shown
         assert variable in shown
+
+
+def test_demo_polls_when_replicate_cannot_reach_the_app(
+    simulator: ReplicateSimulator, tmp_path: Path
+) -> None:
+    """With a token and a BASE_URL Replicate cannot reach (loopback http), the demo says it
+    polls and completes every job with no webhook; the API is the simulator here."""
+    env = simulator.environ(BASE_URL="http://127.0.0.1:8000")
+    env.pop("REPLICATE_WEBHOOK_SECRET", None)  # polling needs no signing secret
+    result = run("demo", "--folder", str(tmp_path), "--timeout", "30", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "in polling mode" in result.stdout
+    assert result.stdout.count("completed") == 4
+    assert all("webhook" not in create.body for create in simulator.creates)
+    assert simulator.deliveries == []

@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 
+import attrs
 from replicate.client import Client
 
 from .config import ReplicateAudioConfig, Settings
@@ -68,6 +69,9 @@ class ReplicateAudio:
             default ``settings.reconcile_after`` (``REPLICATE_AUDIO_RECONCILE_AFTER``, 120 s).
         metrics: told about predictions, webhook answers and finished jobs, e.g. a
             :class:`~replicate_audio.metrics.PrometheusMetrics`.
+        mode: ``webhooks`` or ``polling`` (no webhook: one poller follows every unfinished
+            job, within ``settings.poll_reads_per_minute``); default ``settings.mode``
+            (``REPLICATE_AUDIO_MODE``, ``webhooks``).
 
     Example:
         >>> from replicate_audio.storage import MemoryStore
@@ -89,8 +93,11 @@ class ReplicateAudio:
         sweep_interval: float | None = None,
         reconcile_after: float | None = None,
         metrics: Metrics | None = None,
+        mode: str | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        if mode is not None:
+            self.settings = attrs.evolve(self.settings, mode=mode)
         self.store: Store = as_store(
             store if store is not None else open_store(self.settings.database)
         )

@@ -34,6 +34,8 @@ WEBHOOK_ROUTE = "/replicate-webhook/{content_type}/{content_id}"
 JOB_ROUTE = "/replicate-audio/jobs/{job_id}"
 #: What the sweep does with a job whose create Replicate never received (see Settings).
 UNSENT_CREATE_POLICIES = ("create", "fail")
+#: How predictions report back: by webhook, or followed by polling.
+MODES = ("webhooks", "polling")
 
 _MIB = 1024 * 1024
 _EVENTS = frozenset({"start", "output", "logs", "completed"})
@@ -241,13 +243,26 @@ class Settings:
     sweep_interval: float = 15.0
     #: Seconds without news after which the sweep asks Replicate about a job's prediction.
     reconcile_after: float = 120.0
+    #: ``webhooks`` (Replicate reports back), or ``polling``: predictions are created with
+    #: no webhook and one poller per app follows them (where webhooks cannot arrive).
+    mode: str = "webhooks"
+    #: Polling mode: the shortest pause between passes, in seconds.
+    poll_interval: float = 1.0
+    #: Polling mode: requests per minute the poller may send to Replicate (which allows an
+    #: account 3,000 reads a minute; the rest is left to the app and the reconciler).
+    poll_reads_per_minute: int = 1000
 
     def __attrs_post_init__(self) -> None:
         _check_http_url("BASE_URL", self.base_url)
         _check_http_url("REPLICATE_API_BASE_URL", self.api_base_url)
         host = urlsplit(self.base_url).hostname or ""
+        if self.mode not in MODES:
+            raise ConfigurationError(
+                "REPLICATE_AUDIO_MODE", f"must be one of {list(MODES)}, not {self.mode!r}"
+            )
         if (
-            urlsplit(self.base_url).scheme != "https"
+            self.mode == "webhooks"
+            and urlsplit(self.base_url).scheme != "https"
             and not is_local_host(host)
             and not self.allow_insecure_base_url
         ):
@@ -268,6 +283,7 @@ class Settings:
             except InvalidSecretError as error:
                 raise ConfigurationError("REPLICATE_WEBHOOK_SECRET", str(error)) from None
         for name, number in (
+            ("REPLICATE_AUDIO_POLL_READS_PER_MINUTE", self.poll_reads_per_minute),
             ("REPLICATE_AUDIO_WEBHOOK_TOLERANCE", self.webhook_tolerance),
             ("REPLICATE_AUDIO_MAX_AUDIO_BYTES", self.max_audio_bytes),
             ("REPLICATE_AUDIO_MAX_WEBHOOK_BYTES", self.max_webhook_bytes),
@@ -279,6 +295,7 @@ class Settings:
             ("REPLICATE_AUDIO_CREATE_TIMEOUT", self.create_timeout),
             ("REPLICATE_AUDIO_LEASE", self.lease),
             ("REPLICATE_AUDIO_RECONCILE_AFTER", self.reconcile_after),
+            ("REPLICATE_AUDIO_POLL_INTERVAL", self.poll_interval),
         ):
             if not (math.isfinite(seconds) and seconds > 0):
                 raise ConfigurationError(name, f"must be a positive number, not {seconds}")
@@ -317,6 +334,7 @@ class Settings:
             ("REPLICATE_AUDIO_WEBHOOK_TOLERANCE", "webhook_tolerance"),
             ("REPLICATE_AUDIO_MAX_AUDIO_BYTES", "max_audio_bytes"),
             ("REPLICATE_AUDIO_MAX_WEBHOOK_BYTES", "max_webhook_bytes"),
+            ("REPLICATE_AUDIO_POLL_READS_PER_MINUTE", "poll_reads_per_minute"),
         ):
             if variable in env:
                 values[field] = _positive_int(variable, env[variable])
@@ -338,9 +356,12 @@ class Settings:
             ("REPLICATE_AUDIO_CREATE_TIMEOUT", "create_timeout"),
             ("REPLICATE_AUDIO_LEASE", "lease"),
             ("REPLICATE_AUDIO_RECONCILE_AFTER", "reconcile_after"),
+            ("REPLICATE_AUDIO_POLL_INTERVAL", "poll_interval"),
         ):
             if variable in env:
                 values[field] = _positive_float(variable, env[variable])
+        if "REPLICATE_AUDIO_MODE" in env:
+            values["mode"] = env["REPLICATE_AUDIO_MODE"].strip().lower()
         if "REPLICATE_AUDIO_SWEEP_INTERVAL" in env:
             variable = "REPLICATE_AUDIO_SWEEP_INTERVAL"
             values["sweep_interval"] = _positive_float(variable, env[variable], zero=True)

@@ -2,13 +2,14 @@
 
 A local Replicate simulator, the FastAPI example app on uvicorn and SQLite in a temporary
 folder; 3 sound effects and 1 background music track requested at once, then a table of
-what each took. With ``REPLICATE_API_TOKEN`` and a public https ``BASE_URL`` it runs
-against the real Replicate instead.
+what each took. With ``REPLICATE_API_TOKEN`` it runs against the real Replicate instead:
+by webhook with a public https ``BASE_URL``, otherwise in polling mode (and says so).
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import tempfile
 import time
@@ -52,13 +53,21 @@ class DemoJob:
 
 
 def _real_replicate(environ: dict[str, str]) -> bool:
-    base = environ.get("BASE_URL", "")
-    host = urlsplit(base).hostname or ""
-    return (
-        bool(environ.get("REPLICATE_API_TOKEN"))
-        and base.startswith("https://")
-        and not (is_local_host(host))
-    )
+    """With a token, the demo asks Replicate (or the API ``REPLICATE_API_BASE_URL`` names)."""
+    return bool(environ.get("REPLICATE_API_TOKEN"))
+
+
+def _reachable(base_url: str) -> bool:
+    """Whether Replicate could deliver webhooks to *base_url*: https, and not loopback or
+    a private address (then the demo polls instead)."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").strip("[]")
+    if parts.scheme != "https" or not host or is_local_host(host):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_private
+    except ValueError:
+        return True  # a name: public as far as we can tell
 
 
 def _request_all(client: httpx.Client) -> list[DemoJob]:
@@ -176,7 +185,8 @@ def run_demo(*, timeout: float = 30.0, folder: Path | None = None, port: int = 0
     folder = folder or Path(tempfile.mkdtemp(prefix="replicate-audio-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     real = _real_replicate(dict(os.environ))
-    if real and not os.environ.get("REPLICATE_WEBHOOK_SECRET"):
+    polling = real and not _reachable(os.environ.get("BASE_URL", ""))
+    if real and not polling and not os.environ.get("REPLICATE_WEBHOOK_SECRET"):
         # Without it every webhook would be refused with 401 and the demo would only time out.
         console.print(
             "The demo against the real Replicate needs REPLICATE_WEBHOOK_SECRET, the signing "
@@ -186,10 +196,20 @@ def run_demo(*, timeout: float = 30.0, folder: Path | None = None, port: int = 0
     began = time.monotonic()
     with ExitStack() as stack:
         if real:
-            settings = Settings.from_env()
+            environ = dict(os.environ)
+            if polling:  # whatever BASE_URL says, it is not used
+                environ["REPLICATE_AUDIO_MODE"] = "polling"
+            settings = Settings.from_env(environ)
             settings = attrs.evolve(settings, database=str(folder / "replicate-audio.sqlite3"))
             sock = listen(port=port or 8000)
-            console.print(f"Using the real Replicate; webhooks go to {settings.base_url}")
+            if polling:
+                console.print(
+                    f"Using Replicate at {settings.api_base_url} in polling mode: BASE_URL "
+                    f"({environ.get('BASE_URL') or 'unset'}) is not a public https address "
+                    "Replicate could send webhooks to, so each prediction is followed by reading it"
+                )
+            else:
+                console.print(f"Using the real Replicate; webhooks go to {settings.base_url}")
         else:
             # Every webhook arrives twice, in any order: the audio is still stored once.
             sim = stack.enter_context(

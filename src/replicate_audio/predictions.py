@@ -155,12 +155,11 @@ def check_content(content_type: str, content_id: str, known: Collection[str]) ->
         )
 
 
-def _request(config: ReplicateAudioConfig, webhook: str) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "input": dict(config.input),
-        "webhook": webhook,
-        "webhook_events_filter": list(config.webhook_events_filter),
-    }
+def _request(config: ReplicateAudioConfig, webhook: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"input": dict(config.input)}
+    if webhook is not None:  # None: polling mode, the prediction reports to nobody
+        params["webhook"] = webhook
+        params["webhook_events_filter"] = list(config.webhook_events_filter)
     return params | config.target
 
 
@@ -219,6 +218,8 @@ def _prepare(
 def _params(job: Job, settings: Settings) -> dict[str, Any]:
     if job.config is None:
         raise PredictionError(f"job {job.id} has no config to create its prediction from")
+    if settings.mode == "polling":
+        return _request(job.config, None)
     return _request(job.config, settings.webhook_url(job.content_type, job.content_id, job.id))
 
 

@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 
 from .errors import PredictionError
 from .jobs import TERMINAL_PREDICTION_STATUSES, Job, JobStatus, utcnow
+from .polling import Poller
 from .replicate_api import PredictionsAPI
 from .storage import Delivery
 from .storage._records import as_utc
@@ -94,6 +95,17 @@ class BackgroundWork:
         self.audio = audio
         self.sweep_interval = sweep_interval
         self.reconcile_after = reconcile_after
+        settings = audio.settings
+        #: Polling mode's poller (None in webhook mode); it does the reconciler's work.
+        self.poller = (
+            Poller(
+                audio,
+                interval=settings.poll_interval,
+                reads_per_minute=settings.poll_reads_per_minute,
+            )
+            if settings.mode == "polling"
+            else None
+        )
         self._stack: AsyncExitStack | None = None
         self._group: TaskGroup | None = None
 
@@ -110,6 +122,8 @@ class BackgroundWork:
             self._group.start_soon(self._resolve_quietly)
             if self.sweep_interval > 0:
                 self._group.start_soon(self._sweep_forever)
+            if self.poller is not None:
+                self._group.start_soon(self.poller.run_forever)
         except BaseException:
             await stack.aclose()
             raise
@@ -288,7 +302,10 @@ class BackgroundWork:
     async def _sweep_forever(self) -> None:
         while True:
             await anyio.sleep(self.sweep_interval)
-            for step in (self.resolve_unsent, self.requeue, self._reconcile_due):
+            steps = [self.resolve_unsent, self.requeue]
+            if self.poller is None:  # polling reads every unfinished job already
+                steps.append(self._reconcile_due)
+            for step in steps:
                 await _quietly(step)
 
 

@@ -4,7 +4,7 @@ model that may lag the API (a status added later, such as ``aborted``, must not 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -84,11 +84,16 @@ class PredictionsAPI:
             raise PredictionError(f"prediction {prediction_id}: the answer is not an object")
         return data
 
-    async def recent(self, *, max_pages: int = 10) -> AsyncIterator[dict[str, Any]]:
+    async def recent(
+        self, *, max_pages: int = 10, on_page: Callable[[], object] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """The account's predictions, newest first, following ``next`` for at most
-        *max_pages* pages; stop iterating to stop reading."""
+        *max_pages* pages; stop iterating to stop reading. *on_page* is called for each
+        page requested (to count reads)."""
         cursor: str | None = None
         for _ in range(max_pages):
+            if on_page is not None:
+                on_page()
             # Only the cursor is taken from ``next``: the token goes to the configured API only.
             page = await self._json("/v1/predictions", {"cursor": cursor} if cursor else None)
             results = page.get("results") if isinstance(page, dict) else None
