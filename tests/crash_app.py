@@ -27,7 +27,7 @@ def main() -> None:
         reconcile_after=1.0,
     )
     app = FastAPI()
-    app.include_router(create_router(audio), prefix="/api")
+    app.include_router(create_router(audio, public=True), prefix="/api")
 
     @app.post("/effects/{effect_id}")
     async def make_effect(effect_id: str) -> dict[str, str]:

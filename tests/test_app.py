@@ -252,7 +252,7 @@ def test_router_included_twice_starts_once() -> None:
     from replicate_audio.adapters.fastapi import create_router
 
     audio = facade(MemoryStore())
-    router = create_router(audio)
+    router = create_router(audio, public=True)
     app = FastAPI()
     app.include_router(router, prefix="/api")
     app.include_router(router, prefix="/legacy")

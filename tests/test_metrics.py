@@ -65,7 +65,7 @@ def served(simulator: ReplicateSimulator, tmp_path: Path) -> Iterator[tuple[Repl
         metrics=PrometheusMetrics(registry),
     )
     app = FastAPI()
-    app.include_router(create_router(audio), prefix="/api")
+    app.include_router(create_router(audio, public=True), prefix="/api")
     app.mount("/metrics", prometheus_client.make_asgi_app(registry))
     try:
         with serve_asgi(app, sock) as url:

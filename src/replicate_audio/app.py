@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 import attrs
 from replicate.client import Client
@@ -17,7 +19,7 @@ from .dispatch import Dispatcher, InProcessDispatcher
 from .download import Downloader
 from .errors import ConfigurationError, JobNotFoundError, PredictionError
 from .intake import Intake, WebhookOutcome
-from .jobs import WAITING, Job
+from .jobs import WAITING, Job, JobStatus
 from .metrics import Metrics, guarded
 from .pipeline import process_job, replay
 from .predictions import (
@@ -45,6 +47,9 @@ from .webhooks import is_prediction_id
 __all__ = ["ReplicateAudio", "WebhookOutcome"]
 
 logger = logging.getLogger("replicate_audio")
+
+# What a job's error may carry that only an authorized caller should see (an output URL).
+_URL = re.compile(r"(?:https?|data):[^\s'\"]+")
 
 
 class ReplicateAudio:
@@ -268,6 +273,32 @@ class ReplicateAudio:
         if name is None:
             return await self.store.get_audio(content_type, content_id)
         return await self.store.get_audio(content_type, content_id, name)
+
+    async def job_view(self, job_id: str, *, full: bool) -> dict[str, Any]:
+        """A job as the read routes show it: status, timestamps, error and, once completed,
+        the stored audio's format, duration and size. *full* (an authorized caller) adds
+        the job's config, prompt and input included; without it the config is left out and
+        URLs in the error are masked.
+
+        Raises:
+            JobNotFoundError: no job has this id (or prediction id).
+        """
+        job = await self.get_job(job_id)
+        view = job.to_dict()
+        view["audio"] = None
+        if job.status is JobStatus.COMPLETED:
+            stored = await self.store.get_audio(job.content_type, job.content_id)
+            if stored is not None and stored.job_id == job.id:
+                view["audio"] = {
+                    "format": stored.format,
+                    "duration": stored.duration,
+                    "size": stored.size,
+                }
+        if not full:
+            view["config"] = None
+            if job.error:
+                view["error"] = _URL.sub("<url>", job.error)
+        return view
 
     async def process(self, job_id: str) -> Job:
         """Process one job now, in this task (what the dispatcher runs)."""

@@ -40,6 +40,7 @@ __all__ = [
     "MalformedHeaderError",
     "MissingHeaderError",
     "OutputExpiredError",
+    "ReadRoutesNotMounted",
     "PredictionError",
     "ReplicateAudioError",
     "SignatureMismatchError",
@@ -202,3 +203,8 @@ class OutputExpiredError(DownloadError):
 
 class AudioProcessingError(ReplicateAudioError):
     """The audio could not be decoded, trimmed or encoded."""
+
+
+class ReadRoutesNotMounted(UserWarning):
+    """A warning, not an error: an adapter left out the read routes (the job route), since
+    neither ``authorize`` nor ``public=True`` was given."""

@@ -7,7 +7,8 @@ app.include_router(create_router(audio), prefix="/api")
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -22,11 +23,11 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 from ..app import ReplicateAudio, WebhookOutcome
 from ..config import JOB_ROUTE, WEBHOOK_ROUTE
-from ..errors import JobNotFoundError, StorageError
+from ..errors import JobNotFoundError, ReadRoutesNotMounted, StorageError
 from ..intake import UNAVAILABLE
-from ..jobs import PREDICTION_STATUSES, Job
+from ..jobs import PREDICTION_STATUSES
 
-__all__ = ["AudioDep", "create_router", "get_audio"]
+__all__ = ["AudioDep", "ReadRoutesNotMounted", "create_router", "get_audio"]
 
 
 class Problem(BaseModel):
@@ -44,8 +45,17 @@ class WebhookAccepted(BaseModel):
     duplicate: bool
 
 
+class AudioOut(BaseModel):
+    """The stored audio of a completed job."""
+
+    format: str
+    duration: float
+    size: int
+
+
 class JobOut(BaseModel):
-    """A job as the jobs route shows it."""
+    """A job as the jobs route shows it; ``config`` (the prompt and input) only to an
+    authorized caller."""
 
     id: str
     prediction_id: str | None
@@ -54,9 +64,10 @@ class JobOut(BaseModel):
     status: str
     attempts: int
     error: str | None
-    config: dict[str, Any] | None
+    config: dict[str, Any] | None = None
     created_at: str
     updated_at: str
+    audio: AudioOut | None = None
 
 
 _PREDICTION_BODY = {
@@ -126,15 +137,32 @@ def _answer(outcome: WebhookOutcome) -> Response:
     return Response(body, status_code=outcome.status_code, media_type="application/json")
 
 
-def create_router(audio: ReplicateAudio) -> APIRouter:
+def create_router(
+    audio: ReplicateAudio,
+    *,
+    authorize: Callable[..., Any] | None = None,
+    public: bool = False,
+) -> APIRouter:
     """The routes, and a lifespan that starts and stops *audio* with the app.
 
     ``POST /replicate-webhook/{content_type}/{content_id}?job={job_id}`` takes Replicate's
-    deliveries; ``GET /replicate-audio/jobs/{job_id}`` shows a job (by job or prediction id).
+    deliveries (open to all: its signature is its auth). ``GET /replicate-audio/jobs/{job_id}``
+    shows a job (by job or prediction id), and is mounted only behind *authorize* or with
+    *public*: without either a warning says how to mount it.
+
+    Args:
+        audio: the app's facade.
+        authorize: a FastAPI dependency (``Depends``-able callable) guarding the read routes:
+            it raises (``HTTPException(401)``, say) to refuse. An authorized caller sees the
+            whole job, its config (prompt and input) included.
+        public: mount the read routes for anyone; they leave out the config and mask URLs
+            in errors.
 
     Example:
-        >>> app = FastAPI()
-        >>> app.include_router(create_router(ReplicateAudio()), prefix="/api")  # doctest: +SKIP
+        >>> from replicate_audio.storage import MemoryStore
+        >>> router = create_router(ReplicateAudio(store=MemoryStore()), public=True)
+        >>> [route.path for route in router.routes][-1]
+        '/replicate-audio/jobs/{job_id}'
     """
 
     running = False
@@ -195,19 +223,31 @@ def create_router(audio: ReplicateAudio) -> APIRouter:
     async def replicate_webhook_documented(request: Request) -> Response:  # pragma: no cover
         return await replicate_webhook(request)
 
+    if authorize is None and not public:
+        warnings.warn(
+            "the replicate-audio read routes (GET .../replicate-audio/jobs/{job_id}) are not "
+            "mounted: pass create_router(audio, authorize=your_dependency) to serve them to "
+            "your users, or public=True to serve them to anyone",
+            ReadRoutesNotMounted,
+            stacklevel=2,
+        )
+        return router
+    full = authorize is not None
+    guard = [Depends(authorize)] if authorize is not None else []
+
     @router.get(
         JOB_ROUTE,
         response_model=JobOut,
         responses={404: {"model": Problem, "description": "No job has this id."}},
         summary="Show a job",
+        dependencies=guard,
     )
     async def replicate_audio_job(job_id: str) -> Any:
         try:
-            job: Job = await audio.get_job(job_id)
+            return await audio.job_view(job_id, full=full)
         except JobNotFoundError as error:
             return _answer(WebhookOutcome.refuse(404, str(error)))
         except StorageError:
             return _answer(WebhookOutcome.refuse(503, UNAVAILABLE))
-        return job.to_dict()
 
     return router

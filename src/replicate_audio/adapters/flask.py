@@ -11,13 +11,14 @@ import atexit
 import functools
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 try:
-    from flask import Blueprint, Flask, Response, current_app, jsonify, request
+    from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "replicate_audio.adapters.flask needs Flask: install replicate-audio[flask]"
@@ -28,10 +29,11 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ..app import ReplicateAudio, WebhookOutcome
 from ..config import JOB_ROUTE, WEBHOOK_ROUTE
-from ..errors import JobNotFoundError, StorageError
+from ..errors import JobNotFoundError, ReadRoutesNotMounted, StorageError
 from ..intake import UNAVAILABLE
+from ..jobs import Job
 
-__all__ = ["ReplicateAudioExtension", "init_app"]
+__all__ = ["ReadRoutesNotMounted", "ReplicateAudioExtension", "init_app"]
 
 T = TypeVar("T")
 
@@ -44,8 +46,12 @@ class ReplicateAudioExtension:
     forks, or when it exits.
     """
 
-    def __init__(self, audio: ReplicateAudio) -> None:
+    def __init__(
+        self, audio: ReplicateAudio, *, authorize: Callable[[Request, Job], bool] | None = None
+    ) -> None:
         self.audio = audio
+        #: Who may read jobs (``init_app``'s *authorize*); None: anyone, where mounted.
+        self.authorize = authorize
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
@@ -113,9 +119,6 @@ def _read_body(limit: int) -> bytes | None:
     return None if len(body) > limit else body
 
 
-blueprint = Blueprint("replicate_audio", __name__)
-
-
 def _flask_rule(route: str) -> str:
     """``/a/{name}`` as Flask writes it: ``/a/<name>``."""
     return route.replace("{", "<").replace("}", ">")
@@ -126,7 +129,6 @@ def _route_root(route: str) -> str:
     return route.partition("{")[0]
 
 
-@blueprint.post(_flask_rule(WEBHOOK_ROUTE))
 def replicate_webhook(content_type: str, content_id: str) -> tuple[Response, int]:
     """Take one Replicate delivery: verify, record, queue; never process here."""
     extension = _extension()
@@ -141,33 +143,74 @@ def replicate_webhook(content_type: str, content_id: str) -> tuple[Response, int
     return _answer(outcome)
 
 
-@blueprint.get(_flask_rule(JOB_ROUTE))
 def replicate_audio_job(job_id: str) -> tuple[Response, int]:
-    """Show one job as JSON."""
+    """Show one job as JSON, to whom the app's ``authorize`` lets see it (or to anyone)."""
     extension = _extension()
+    authorize = extension.authorize
     try:
-        job = extension.call(extension.audio.get_job, job_id)
+        if authorize is not None:
+            job = extension.call(extension.audio.get_job, job_id)
+            if not authorize(request, job):
+                return _answer(WebhookOutcome.refuse(403, "not allowed to read this job"))
+        view = functools.partial(extension.audio.job_view, full=authorize is not None)
+        shown = extension.call(view, job_id)
     except JobNotFoundError as error:
         return _answer(WebhookOutcome.refuse(404, str(error)))
     except StorageError:
         return _answer(WebhookOutcome.refuse(503, UNAVAILABLE))
-    return jsonify(job.to_dict()), 200
+    return jsonify(shown), 200
 
 
 def init_app(
-    app: Flask, audio: ReplicateAudio, url_prefix: str = "/api"
+    app: Flask,
+    audio: ReplicateAudio,
+    url_prefix: str = "/api",
+    *,
+    authorize: Callable[[Request, Job], bool] | None = None,
+    public: bool = False,
 ) -> ReplicateAudioExtension:
-    """Mount the webhook and job routes under *url_prefix* and keep *audio* in
-    ``app.extensions["replicate_audio"]``.
+    """Mount the webhook route (and the read routes, if allowed) under *url_prefix* and keep
+    *audio* in ``app.extensions["replicate_audio"]``.
+
+    Args:
+        app: the Flask app.
+        audio: the app's facade.
+        url_prefix: where the routes go.
+        authorize: called with the request and the job before a read route answers;
+            falsy refuses (403). An authorized caller sees the whole job, its config (prompt
+            and input) included.
+        public: mount the read routes for anyone; they leave out the config and mask URLs
+            in errors. Without *authorize* or *public* the read routes are not mounted, and
+            a warning says how to mount them. The webhook route is always mounted: its
+            signature is its auth.
 
     Example:
+        >>> from replicate_audio.storage import MemoryStore
         >>> app = Flask(__name__)
-        >>> init_app(app, ReplicateAudio())  # doctest: +SKIP
+        >>> extension = init_app(app, ReplicateAudio(store=MemoryStore()), public=True)
+        >>> sorted(rule.rule for rule in app.url_map.iter_rules() if "replicate" in rule.rule)
+        ['/api/replicate-audio/jobs/<job_id>', '/api/replicate-webhook/<content_type>/<content_id>']
     """
-    extension = ReplicateAudioExtension(audio)
+    extension = ReplicateAudioExtension(audio, authorize=authorize)
     app.extensions["replicate_audio"] = extension
+    blueprint = Blueprint("replicate_audio", __name__)
+    blueprint.add_url_rule(
+        _flask_rule(WEBHOOK_ROUTE), view_func=replicate_webhook, methods=["POST"]
+    )
+    routes = [WEBHOOK_ROUTE]
+    if authorize is not None or public:
+        blueprint.add_url_rule(_flask_rule(JOB_ROUTE), view_func=replicate_audio_job)
+        routes.append(JOB_ROUTE)
+    else:
+        warnings.warn(
+            "the replicate-audio read routes (GET .../replicate-audio/jobs/<job_id>) are not "
+            "mounted: pass init_app(app, audio, authorize=your_check) to serve them to your "
+            "users, or public=True to serve them to anyone",
+            ReadRoutesNotMounted,
+            stacklevel=2,
+        )
     app.register_blueprint(blueprint, url_prefix=url_prefix)
-    ours = tuple(f"{url_prefix}{_route_root(route)}" for route in (WEBHOOK_ROUTE, JOB_ROUTE))
+    ours = tuple(f"{url_prefix}{_route_root(route)}" for route in routes)
 
     def method_not_allowed(error: MethodNotAllowed) -> Any:
         # Only our routes answer in JSON; the rest of the app keeps its own error pages.

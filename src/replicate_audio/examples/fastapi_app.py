@@ -46,7 +46,9 @@ def create_app(
     catalog = catalog or Catalog(os.environ.get("EXAMPLE_APP_DATABASE", "example-app.sqlite3"))
     audio = audio or ReplicateAudio(processors=catalog_processors(catalog), **options)
     app = FastAPI(title="replicate-audio example")
-    app.include_router(create_router(audio), prefix="/api")
+    # The example has no users, so its job route is public (no config shown); a real app
+    # passes authorize= to show its users their own jobs.
+    app.include_router(create_router(audio, public=True), prefix="/api")
 
     async def status(job_id: str | None) -> dict[str, Any]:
         if job_id is None:

@@ -43,7 +43,9 @@ def create_app(
     catalog = catalog or Catalog(os.environ.get("EXAMPLE_APP_DATABASE", "example-app.sqlite3"))
     audio = audio or ReplicateAudio(processors=catalog_processors(catalog), **options)
     app = Flask(__name__)
-    extension = init_app(app, audio, url_prefix="/api")
+    # The example has no users, so its job route is public (no config shown); a real app
+    # passes authorize= to show its users their own jobs.
+    extension = init_app(app, audio, url_prefix="/api", public=True)
 
     def status(job_id: str | None) -> dict[str, Any]:
         if job_id is None:
