@@ -28,15 +28,15 @@ KINDS = {
 
 @pytest.fixture(scope="module")
 def wavs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], Path]:
-    """A 3 s tone in every kind, mono and stereo, written by the ffmpeg command line."""
+    """A steady 3 s sine in every kind, mono and stereo, written by the ffmpeg command line
+    (steady, so that the fade checks measure the fade, not the tone's own swell)."""
     folder = tmp_path_factory.mktemp("wavs")
-    tone = folder / "tone.wav"
-    synthesize(tone, duration=3.0, format="wav", sample_rate=48000)
     paths = {}
     for kind, (codec, rate) in KINDS.items():
         for channels in (1, 2):
             path = paths[kind, channels] = folder / f"{kind}-{channels}.wav"
-            run_ffmpeg("-i", tone, "-c:a", codec, "-ar", rate, "-ac", channels, path)
+            tone = f"sine=frequency=440:duration=3:sample_rate={rate}"
+            run_ffmpeg("-f", "lavfi", "-i", tone, "-c:a", codec, "-ac", channels, path)
     return paths
 
 

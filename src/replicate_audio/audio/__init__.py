@@ -115,7 +115,8 @@ def trim(
     if fast is not None and format in (None, kind):
         try:
             with failures(action):
-                return fast(source, dest, duration=duration, fade_out=fade_out)
+                info = fast(source, dest, duration=duration, fade_out=fade_out)
+            return info or probe(dest)
         except FastPathUnavailable as unavailable:
             logger.debug("trim %s: re-encoding, %s", source, unavailable.reason)
     reencode(source, dest, duration=duration, fade_out=fade_out, format=format)
