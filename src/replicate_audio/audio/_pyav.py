@@ -1,6 +1,8 @@
-"""In-process audio work with PyAV: synthesize tones, probe, trim with a fade-out, re-encode.
+"""The PyAV path: synthesize tones, probe, and trim by decoding, fading and re-encoding.
 
 Everything streams frame by frame, so memory stays bounded whatever the length of the file.
+It serves every format, and is the fallback whenever the fast paths (:mod:`.wav`,
+:mod:`.mp3`) cannot serve a stream.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import uuid
 from array import array
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -20,10 +21,11 @@ import av.filter
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
-from .errors import AudioProcessingError
-from .storage.protocols import AudioInfo
+from ..errors import AudioProcessingError
+from ..storage.protocols import AudioInfo
+from ._files import failures, replacing
 
-__all__ = ["AudioInfo", "SUPPORTED_FORMATS", "probe", "synthesize", "trim"]
+__all__ = ["SUPPORTED_FORMATS", "probe", "reencode", "require_positive", "synthesize"]
 
 # Between decoding and encoding, audio travels as interleaved native-endian float32
 # (FFmpeg's "flt"), which `array("f")` reads and writes without numpy.
@@ -96,38 +98,19 @@ def synthesize(
     path = Path(path)
     action = f"synthesize {path}"
     encoding = _encoding(format, path)
-    _require_positive(action, duration=duration, sample_rate=sample_rate, frequency=frequency)
+    require_positive(action, duration=duration, sample_rate=sample_rate, frequency=frequency)
     if channels not in (1, 2):
         raise AudioProcessingError(f"cannot {action}: channels must be 1 or 2, not {channels!r}")
-    with _failures(action):
+    with failures(action):
         tone = _tone(duration, sample_rate, channels, frequency)
         samples = _cut(tone, channels, max(1, round(duration * sample_rate)), 0)
         _encode(samples, path, encoding, sample_rate, channels)
-    return probe(path)
+    return probe(path, exact=False)
 
 
-def probe(path: str | os.PathLike[str], *, exact: bool = False) -> AudioInfo:
-    """Describe the audio file at *path*: format, duration, size, sample rate and channels.
-
-    The first frame is always decoded, so a file that merely looks like audio is refused.
-
-    Args:
-        path: The file to read.
-        exact: Decode the whole file and count samples instead of trusting the container's
-            duration (counting is also the fallback when the container gives none).
-
-    Returns:
-        The file's :class:`AudioInfo`; ``format`` is a short name such as ``"mp3"`` or ``"wav"``.
-
-    Raises:
-        AudioProcessingError: the file is missing, empty, corrupt or has no audio stream.
-
-    Example:
-        >>> probe(Path("beep.wav"))  # doctest: +SKIP
-        AudioInfo(format='wav', duration=0.5, size=88278, sample_rate=44100, channels=2)
-    """
-    path = Path(path)
-    with _failures(f"probe {path}"), _open_audio(path) as (container, stream):
+def probe(path: Path, *, exact: bool) -> AudioInfo:
+    """Describe *path* by opening it with PyAV; see :func:`replicate_audio.audio.probe`."""
+    with failures(f"probe {path}"), _open_audio(path) as (container, stream):
         frames = container.decode(stream)
         first = next(frames, None)
         if first is None:
@@ -144,45 +127,12 @@ def probe(path: str | os.PathLike[str], *, exact: bool = False) -> AudioInfo:
         )
 
 
-def trim(
-    source: str | os.PathLike[str],
-    dest: str | os.PathLike[str],
-    *,
-    duration: float | None,
-    fade_out: float = 0.05,
-    format: str | None = None,
-) -> AudioInfo:
-    """Keep the first *duration* seconds of *source*, fade out their end, and write *dest*.
-
-    The result decodes to *duration* within one codec frame (for mp3, wav and flac exactly;
-    for ogg Vorbis a few hundred samples more). A source no longer than *duration* is kept
-    whole, unfaded and unpadded. More than two channels are mixed down to stereo.
-
-    Args:
-        source: The audio file to read.
-        dest: Where to write the result (replaced atomically once complete).
-        duration: Seconds to keep, or None to keep everything (a plain re-encode).
-        fade_out: Seconds of linear fade to silence before the cut; 0 for none.
-        format: Output format from :data:`SUPPORTED_FORMATS`; by default the source's.
-
-    Returns:
-        What :func:`probe` says about *dest*.
-
-    Raises:
-        AudioProcessingError: a bad argument or format, *source* cannot be decoded, or
-            *dest* cannot be written.
-
-    Example:
-        >>> trim(Path("in.mp3"), Path("out.mp3"), duration=1.5).duration  # doctest: +SKIP
-        1.5
-    """
-    source, dest = Path(source), Path(dest)
+def reencode(
+    source: Path, dest: Path, *, duration: float | None, fade_out: float, format: str | None
+) -> None:
+    """Decode *source*, cut and fade it, and encode *dest*; see :func:`.trim`."""
     action = f"trim {source} into {dest}"
-    if duration is not None:
-        _require_positive(action, duration=duration)
-    if not (math.isfinite(fade_out) and fade_out >= 0):
-        raise AudioProcessingError(f"cannot {action}: fade_out must be >= 0, not {fade_out!r}")
-    with _failures(action), _open_audio(source) as (container, stream):
+    with failures(action), _open_audio(source) as (container, stream):
         encoding = _encoding(format or _format_name(container, source), dest)
         rate, channels = stream.codec_context.sample_rate, min(stream.codec_context.channels, 2)
         if rate <= 0 or channels <= 0:
@@ -192,20 +142,10 @@ def trim(
             limit = max(1, round(duration * rate))
             samples = _cut(samples, channels, limit, round(fade_out * rate))
         _encode(samples, dest, encoding, rate, channels)
-    return probe(dest)
 
 
-@contextlib.contextmanager
-def _failures(action: str) -> Iterator[None]:
-    """Turn whatever PyAV or the filesystem raises into one AudioProcessingError."""
-    try:
-        yield
-    except (av.FFmpegError, OSError, ValueError, RuntimeError) as error:
-        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        raise AudioProcessingError(f"cannot {action}: {reason}") from error
-
-
-def _require_positive(action: str, **values: float) -> None:
+def require_positive(action: str, **values: float) -> None:
+    """Refuse any of *values* that is not a finite positive number."""
     for name, value in values.items():
         if not (math.isfinite(value) and value > 0):
             raise AudioProcessingError(f"cannot {action}: {name} must be positive, not {value!r}")
@@ -320,22 +260,20 @@ def _encode(
     rates = av.Codec(encoding.codec, "w").audio_rates
     encoder_rate = min(rates, key=lambda r: (abs(r - rate), r)) if rates else rate
     layout = _layout(channels)
-    partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
-    try:
-        with av.open(str(partial), "w", format=encoding.container) as output:
-            stream = output.add_stream(encoding.codec, rate=encoder_rate, options=encoding.options)
-            stream.codec_context.layout = layout
-            written = 0
-            for chunk in filter(None, chunks):
-                count = len(chunk) // (channels * _BYTES_PER_SAMPLE)
-                frame = av.AudioFrame(format=_WORKING_FORMAT, layout=layout, samples=count)
-                frame.planes[0].update(chunk)
-                frame.sample_rate, frame.time_base, frame.pts = rate, Fraction(1, rate), written
-                written += count
-                output.mux(stream.encode(frame))
-            if not written:
-                raise AudioProcessingError(f"cannot write {dest}: no audio was decoded")
-            output.mux(stream.encode(None))
-        os.replace(partial, dest)
-    finally:
-        partial.unlink(missing_ok=True)
+    with (
+        replacing(dest) as partial,
+        av.open(str(partial), "w", format=encoding.container) as output,
+    ):
+        stream = output.add_stream(encoding.codec, rate=encoder_rate, options=encoding.options)
+        stream.codec_context.layout = layout
+        written = 0
+        for chunk in filter(None, chunks):
+            count = len(chunk) // (channels * _BYTES_PER_SAMPLE)
+            frame = av.AudioFrame(format=_WORKING_FORMAT, layout=layout, samples=count)
+            frame.planes[0].update(chunk)
+            frame.sample_rate, frame.time_base, frame.pts = rate, Fraction(1, rate), written
+            written += count
+            output.mux(stream.encode(frame))
+        if not written:
+            raise AudioProcessingError(f"cannot write {dest}: no audio was decoded")
+        output.mux(stream.encode(None))
