@@ -13,7 +13,8 @@ from typing import Any
 
 import attrs
 
-from ._predictions import NOT_FOUND, UNAUTHENTICATED, PredictionBook, Problem
+from ._book import PredictionBook
+from ._predictions import NOT_FOUND, UNAUTHENTICATED, Problem
 from .faults import CreateRecord, Faults, ModelSpec
 
 EVENTS = frozenset({"start", "output", "logs", "completed"})

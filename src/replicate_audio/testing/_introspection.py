@@ -8,9 +8,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PredictionError
+from ._book import PredictionBook
 from ._delivery import WebhookSender
 from ._intake import CreateDesk
-from ._predictions import TERMINAL, PredictionBook, Problem, SimulatedPrediction
+from ._predictions import TERMINAL, Problem, SimulatedPrediction
 from .faults import CreateRecord, DeliveryRecord, DownloadRecord
 
 

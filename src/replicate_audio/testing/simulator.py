@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import AllowedOrigin, Settings
 from ..errors import ConfigurationError, ReplicateAudioError
+from ._book import PredictionBook
 from ._delivery import Scheduler, WebhookSender
 from ._intake import CreateAnswer, CreateDesk
 from ._introspection import SimulatorIntrospection
 from ._listing import PAGE_SIZE, list_page
 from ._outputs import DownloadPlan, OutputFiles
-from ._predictions import FORMATS, PredictionBook
+from ._predictions import FORMATS
 from ._simulator_http import SimulatorServer
 from .faults import DeliveryRecord, DownloadRecord, Faults, ModelSpec
 from .signing import generate_secret
