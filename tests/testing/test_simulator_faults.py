@@ -99,7 +99,8 @@ def test_drop_ratio_is_deterministic_for_a_seed(receiver: Receiver) -> None:
                 )
             )
     assert patterns[0] == patterns[1]
-    assert len(patterns[0]) == 4 * len(events)
+    # A 0.05 s run sends two of the four: its logs are throttled, its file comes with completed.
+    assert len(patterns[0]) == 4 * 2
     dropped = [was_dropped for _, _, was_dropped in patterns[0]]
     assert any(dropped)  # some deliveries were dropped
     assert not all(dropped)  # and some were not

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import secrets
@@ -21,6 +22,15 @@ from ._predictions import (
     new_prediction_id,
 )
 from .faults import DeliveryRecord, Faults, ModelSpec
+
+#: "Requests for event types output and logs will be sent at most once every 500ms" (Replicate's
+#: HTTP reference, ``webhook_events_filter``); cog's ``ResponseThrottler`` with its default
+#: ``COG_THROTTLE_RESPONSE_INTERVAL`` of 0.5 s. Like cog's, it skips an update (a later one
+#: carries the same state), and the last event sent of any kind starts the interval.
+THROTTLE_INTERVAL = 0.5
+THROTTLED_EVENTS = frozenset({"logs", "output"})
+#: Progress lines a run logs (as a tqdm bar would), spread over its processing time.
+PROGRESS_STEPS = 10
 
 
 class PredictionBook:
@@ -88,12 +98,26 @@ class PredictionBook:
                 self.sender.hold(prediction.id)
             self.emit(prediction, "start")
             answer = prediction.to_json(self.base_url)
-        self.call_later(run_time * 0.25, lambda: self._process(prediction))
+        self._schedule_run(prediction, run_time)
         if faults.cancel:
             self.call_later(run_time * 0.5, lambda: self.finish(prediction, "canceled"))
         outcome = "failed" if faults.fail_with is not None else "succeeded"
         self.call_later(run_time, lambda: self.finish(prediction, outcome))
         return answer
+
+    def _schedule_run(self, prediction: SimulatedPrediction, run_time: float) -> None:
+        """Book the run's steps: it starts processing at a quarter of its run time, then logs
+        progress lines and, for a list output, yields its files one by one, evenly."""
+        begin, span = run_time * 0.25, run_time * 0.75
+        self.call_later(begin, lambda: self._process(prediction))
+        for step in range(1, PROGRESS_STEPS):
+            at = begin + span * step / PROGRESS_STEPS
+            self.call_later(at, functools.partial(self._progress, prediction, step))
+        if prediction.model.output_as_list:
+            count = prediction.model.output_files
+            for index in range(count):
+                at = begin + span * (index + 1) / count
+                self.call_later(at, functools.partial(self._yield_output, prediction, index))
 
     def answered(self, prediction_id: str) -> None:
         """The create has answered: the prediction's webhooks may leave, in order."""
@@ -126,6 +150,34 @@ class PredictionBook:
             prediction.logs += f"Using seed: 1\nGenerating {prediction.duration:g} s of audio\n"
             self.emit(prediction, "logs")
 
+    def _progress(self, prediction: SimulatedPrediction, step: int) -> None:
+        with self.lock:
+            if prediction.status != "processing":
+                return
+            done = step * 100 // PROGRESS_STEPS
+            prediction.logs += (
+                f"{done:3d}%|{'#' * step:<{PROGRESS_STEPS}}| {step}/{PROGRESS_STEPS}\n"
+            )
+            self.emit(prediction, "logs")
+
+    def _yield_output(self, prediction: SimulatedPrediction, index: int) -> None:
+        """A list output grows by one file, as cog's runner appends each yielded item and
+        sends an ``output`` webhook for it (a single file gets none: it comes with completed)."""
+        with self.lock:
+            if prediction.status != "processing":
+                return
+            prediction.output = self.output_urls(prediction)[: index + 1]
+            self.emit(prediction, "output")
+
+    def output_urls(self, prediction: SimulatedPrediction) -> list[str]:
+        """The URLs of all of *prediction*'s output files, in order."""
+        if prediction.model.output_as_list:
+            names = [f"out-{n}" for n in range(prediction.model.output_files)]
+        else:
+            names = ["output"]
+        ext = prediction.output_format
+        return [f"{self.base_url}/files/{prediction.id}/{name}.{ext}" for name in names]
+
     def finish(self, prediction: SimulatedPrediction, status: str) -> None:
         """Move *prediction* to *status* (terminal), unless it already finished."""
         with self.lock:
@@ -134,11 +186,9 @@ class PredictionBook:
             now = time.time()
             prediction.started_at = prediction.started_at or now
             if status == "succeeded":
-                name = "out-0" if prediction.model.output_as_list else "output"
-                url = f"{self.base_url}/files/{prediction.id}/{name}.{prediction.output_format}"
-                prediction.output = [url] if prediction.model.output_as_list else url
+                urls = self.output_urls(prediction)
+                prediction.output = urls if prediction.model.output_as_list else urls[0]
                 prediction.logs += "Done.\n"
-                self.emit(prediction, "output")
             elif status == "failed":
                 prediction.error = prediction.faults.fail_with
                 prediction.logs += f"Traceback (most recent call last):\n{prediction.error}\n"
@@ -155,6 +205,11 @@ class PredictionBook:
             if terminal:
                 prediction.terminal_attempted.set()
             return
+        now = time.monotonic()
+        last = prediction.last_sent
+        if event in THROTTLED_EVENTS and last is not None and now - last < THROTTLE_INTERVAL:
+            return
+        prediction.last_sent = now
         delivery = Delivery(
             prediction_id=prediction.id,
             webhook_id=webhook_id(),

@@ -67,6 +67,8 @@ class SimulatedPrediction:
     error: str | None = None
     logs: str = ""
     downloads: int = 0
+    # When the last webhook of this prediction was sent (time.monotonic), for the throttle.
+    last_sent: float | None = None
     # Set once the first attempt of the completed webhook has finished, or at once when
     # none will be sent (no webhook, filtered out, dropped).
     terminal_attempted: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)

@@ -105,6 +105,8 @@ class ModelSpec:
     run_time: float | None = None
     output_format: str = "mp3"
     output_as_list: bool = False
+    #: How many files a list output has (each one yielded in turn, with an output webhook).
+    output_files: int = 1
     default_duration: float = 8.0
 
 

@@ -192,6 +192,7 @@ class ReplicateSimulator(SimulatorIntrospection):
         run_time: float | None = None,
         output_format: str = "mp3",
         output_as_list: bool = False,
+        output_files: int = 1,
         default_duration: float = 8.0,
     ) -> ModelSpec:
         """Serve (or replace) a model; with *version* it can also be created by version.
@@ -210,6 +211,7 @@ class ReplicateSimulator(SimulatorIntrospection):
             run_time=run_time,
             output_format=output_format,
             output_as_list=output_as_list,
+            output_files=output_files,
             default_duration=default_duration,
         )
         with self._lock:
