@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import AllowedOrigin, Settings
 from ..errors import ConfigurationError, ReplicateAudioError
 from ._book import PredictionBook
-from ._delivery import Scheduler, WebhookSender
+from ._delivery import DEFAULT_RETRY_DELAYS, Scheduler, WebhookSender
 from ._intake import CreateAnswer, CreateDesk
 from ._introspection import SimulatorIntrospection
 from ._listing import PAGE_SIZE, list_page
@@ -28,7 +28,7 @@ from .signing import generate_secret
 if TYPE_CHECKING:
     from replicate.client import Client
 
-__all__ = ["MUSICGEN_VERSION", "ReplicateSimulator"]
+__all__ = ["DEFAULT_RETRY_DELAYS", "MUSICGEN_VERSION", "ReplicateSimulator"]
 
 #: The fixed version id of the simulated ``meta/musicgen``.
 MUSICGEN_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
@@ -49,7 +49,9 @@ class ReplicateSimulator(SimulatorIntrospection):
         run_time: seconds a prediction takes, unless its model says otherwise.
         faults: misbehaviour for every prediction (see :class:`Faults`).
         seed: seeds the generator that decides which webhooks ``drop_ratio`` drops.
-        webhook_retry_delays: the pauses between retries of a failed terminal webhook.
+        webhook_retry_delays: the pauses before each retry of a failed terminal webhook (a
+            connection error or any answer but 2xx); by default cog's backoff, the last
+            retry 51 s after the first attempt (:data:`DEFAULT_RETRY_DELAYS`).
         webhook_timeout: seconds to wait for a webhook receiver to answer.
         page_size: predictions per page of ``GET /v1/predictions`` (Replicate's: 100); also
             settable later as ``sim.page_size``.
@@ -72,7 +74,7 @@ class ReplicateSimulator(SimulatorIntrospection):
         run_time: float = 1.0,
         faults: Faults | None = None,
         seed: int = 0,
-        webhook_retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
+        webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         webhook_timeout: float = 5.0,
         page_size: int = PAGE_SIZE,
     ) -> None:
