@@ -40,11 +40,13 @@ class PredictionBook:
         self,
         *,
         run_time: float,
+        retention: float,
         lock: threading.RLock,
         seed: int,
         record: Callable[[DeliveryRecord], None],
     ) -> None:
         self.run_time = run_time
+        self.retention = retention
         self.lock = lock
         self.predictions: dict[str, SimulatedPrediction] = {}
         self._rng = random.Random(seed)
@@ -91,6 +93,7 @@ class PredictionBook:
                 duration=duration,
                 output_format=output_format,
                 created_at=self._last_created / 1_000_000,
+                retention=self.retention,
             )
             self.predictions[prediction.id] = prediction
             if self.sender is not None:
@@ -216,7 +219,7 @@ class PredictionBook:
             event=event,
             status=prediction.status,
             url=prediction.webhook,
-            body=json.dumps(prediction.to_json(self.base_url)).encode(),
+            body=json.dumps(prediction.to_json(self.base_url, live=True)).encode(),
             terminal=terminal,
             faults=prediction.faults,
             attempted=prediction.terminal_attempted if terminal else None,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import math
 import os
 import threading
+import time
 from typing import Any
 
 import attrs
@@ -67,14 +69,26 @@ class SimulatedPrediction:
     error: str | None = None
     logs: str = ""
     downloads: int = 0
+    # Seconds from completion until the input, output and logs are removed.
+    retention: float = math.inf
     # When the last webhook of this prediction was sent (time.monotonic), for the throttle.
     last_sent: float | None = None
     # Set once the first attempt of the completed webhook has finished, or at once when
     # none will be sent (no webhook, filtered out, dropped).
     terminal_attempted: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)
 
-    def to_json(self, base_url: str) -> dict[str, Any]:
+    def removed(self) -> bool:
+        """Whether its data is gone: the retention time has passed since it completed, or
+        the expired fault says so (once it has finished)."""
+        if self.status not in TERMINAL or self.completed_at is None:
+            return False
+        return self.faults.expired or time.time() >= self.completed_at + self.retention
+
+    def to_json(self, base_url: str, *, live: bool = False) -> dict[str, Any]:
+        """The prediction as the API shows it; *live* for a webhook body, which is sent as
+        things happen, before any removal."""
         api = f"{base_url}/v1/predictions/{self.id}"
+        removed = not live and self.removed()
         metrics: dict[str, float] = {}
         if self.started_at is not None and self.completed_at is not None:
             metrics["predict_time"] = round(self.completed_at - self.started_at, 6)
@@ -83,10 +97,10 @@ class SimulatedPrediction:
             "id": self.id,
             "model": self.model.name,
             "version": self.version,
-            "input": self.input,
-            "logs": self.logs,
-            "output": self.output,
-            "data_removed": self.faults.expired and self.status in TERMINAL,
+            "input": {} if removed else self.input,
+            "logs": None if removed else self.logs,
+            "output": None if removed else self.output,
+            "data_removed": removed,
             "error": self.error,
             "status": self.status,
             "source": "api",

@@ -28,7 +28,11 @@ from .signing import generate_secret
 if TYPE_CHECKING:
     from replicate.client import Client
 
-__all__ = ["DEFAULT_RETRY_DELAYS", "MUSICGEN_VERSION", "ReplicateSimulator"]
+__all__ = ["DEFAULT_RETRY_DELAYS", "MUSICGEN_VERSION", "RETENTION", "ReplicateSimulator"]
+
+#: "input parameters, output values, output files, and logs are automatically removed after
+#: an hour" (Replicate's data retention page), in seconds.
+RETENTION = 3600.0
 
 #: The fixed version id of the simulated ``meta/musicgen``.
 MUSICGEN_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
@@ -55,6 +59,9 @@ class ReplicateSimulator(SimulatorIntrospection):
         webhook_timeout: seconds to wait for a webhook receiver to answer.
         page_size: predictions per page of ``GET /v1/predictions`` (Replicate's: 100); also
             settable later as ``sim.page_size``.
+        retention: seconds after a prediction completes until its input, output, logs and
+            output files are removed (Replicate's: an hour); then ``GET`` and the list show
+            ``data_removed: true`` and the files answer 410.
 
     Example:
         >>> with ReplicateSimulator(run_time=0.1) as sim:
@@ -77,7 +84,12 @@ class ReplicateSimulator(SimulatorIntrospection):
         webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         webhook_timeout: float = 5.0,
         page_size: int = PAGE_SIZE,
+        retention: float = RETENTION,
     ) -> None:
+        if not retention > 0:
+            raise ConfigurationError(
+                "retention", f"must be a number of seconds > 0, not {retention!r}"
+            )
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ConfigurationError("page_size", f"must be a whole number >= 1, not {page_size!r}")
         self.host, self._port = host, port
@@ -88,7 +100,11 @@ class ReplicateSimulator(SimulatorIntrospection):
         self.webhook_timeout = webhook_timeout
         self._lock = threading.RLock()
         self._book = PredictionBook(
-            run_time=run_time, lock=self._lock, seed=seed, record=self._record_delivery
+            run_time=run_time,
+            retention=retention,
+            lock=self._lock,
+            seed=seed,
+            record=self._record_delivery,
         )
         self._models: dict[str, ModelSpec] = {}
         self._stopping = threading.Event()
