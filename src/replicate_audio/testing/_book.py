@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ._delivery import Delivery, WebhookSender
@@ -21,6 +22,7 @@ from ._predictions import (
     input_seconds,
     new_prediction_id,
 )
+from ._sync import data_uri, inline_files
 from .faults import DeliveryRecord, Faults, ModelSpec
 
 #: "Requests for event types output and logs will be sent at most once every 500ms" (Replicate's
@@ -56,7 +58,7 @@ class PredictionBook:
         self.base_url = ""
         self.call_later: Callable[[float, Callable[[], None]], None] = lambda d, c: None
         self.sender: WebhookSender | None = None
-        self.make_output: Callable[[SimulatedPrediction], object] = lambda p: None
+        self.make_output: Callable[[SimulatedPrediction], Path | None] = lambda p: None
 
     def create(
         self,
@@ -67,6 +69,7 @@ class PredictionBook:
         webhook: str | None,
         events: frozenset[str],
         faults: Faults,
+        deployment: str | None = None,
     ) -> dict[str, Any]:
         duration = 8.0 if spec.default_duration is None else spec.default_duration
         for key in ("duration", "seconds_total"):
@@ -94,6 +97,7 @@ class PredictionBook:
                 output_format=output_format,
                 created_at=self._last_created / 1_000_000,
                 retention=self.retention,
+                deployment=deployment,
             )
             self.predictions[prediction.id] = prediction
             if self.sender is not None:
@@ -136,6 +140,17 @@ class PredictionBook:
         self._process(prediction)
         self.finish(prediction, "failed" if failing else "succeeded")
         self.answered(prediction.id)
+
+    def sync_answer(self, prediction: SimulatedPrediction) -> dict[str, Any]:
+        """What a ``Prefer: wait`` create answers: the prediction as it is now, and, once it
+        has succeeded, its output files as ``data:`` URIs."""
+        path = self.make_output(prediction) if prediction.status == "succeeded" else None
+        with self.lock:
+            shown = prediction.to_json(self.base_url, live=True)
+        if path is not None:
+            uri = data_uri(path, prediction.output_format)
+            shown["output"] = inline_files(shown["output"], f"{self.base_url}/files/", uri)
+        return shown
 
     def get(self, prediction_id: str) -> SimulatedPrediction:
         with self.lock:
@@ -197,6 +212,7 @@ class PredictionBook:
                 prediction.logs += f"Traceback (most recent call last):\n{prediction.error}\n"
             prediction.status = status
             prediction.completed_at = now
+            prediction.finished.set()
             self.emit(prediction, "completed")
             if self.sender is not None:
                 self.sender.release(prediction.id)

@@ -69,6 +69,8 @@ class SimulatedPrediction:
     error: str | None = None
     logs: str = ""
     downloads: int = 0
+    # The deployment it was created through, if any.
+    deployment: str | None = None
     # Seconds from completion until the input, output and logs are removed.
     retention: float = math.inf
     # When the last webhook of this prediction was sent (time.monotonic), for the throttle.
@@ -76,6 +78,8 @@ class SimulatedPrediction:
     # Set once the first attempt of the completed webhook has finished, or at once when
     # none will be sent (no webhook, filtered out, dropped).
     terminal_attempted: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)
+    # Set when it reaches a terminal status (sync mode waits on it).
+    finished: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)
 
     def removed(self) -> bool:
         """Whether its data is gone: the retention time has passed since it completed, or
@@ -93,7 +97,7 @@ class SimulatedPrediction:
         if self.started_at is not None and self.completed_at is not None:
             metrics["predict_time"] = round(self.completed_at - self.started_at, 6)
             metrics["total_time"] = round(self.completed_at - self.created_at, 6)
-        return {
+        shown: dict[str, Any] = {
             "id": self.id,
             "model": self.model.name,
             "version": self.version,
@@ -110,6 +114,9 @@ class SimulatedPrediction:
             "urls": {"get": api, "cancel": f"{api}/cancel", "web": f"{base_url}/p/{self.id}"},
             "metrics": metrics,
         }
+        if self.deployment is not None:
+            shown["deployment"] = self.deployment
+        return shown
 
 
 def input_seconds(value: Any, key: str) -> float:

@@ -10,23 +10,21 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import AllowedOrigin, Settings
 from ..errors import ConfigurationError, ReplicateAudioError
 from ._book import PredictionBook
+from ._connection import SimulatorConnection
 from ._delivery import DEFAULT_RETRY_DELAYS, Scheduler, WebhookSender
-from ._intake import CreateAnswer, CreateDesk
+from ._intake import CreateDesk
 from ._introspection import SimulatorIntrospection
 from ._listing import PAGE_SIZE, list_page
+from ._models import find_model, model_json
 from ._outputs import DownloadPlan, OutputFiles
 from ._predictions import FORMATS
 from ._simulator_http import SimulatorServer
 from .faults import DeliveryRecord, DownloadRecord, Faults, ModelSpec
 from .signing import generate_secret
-
-if TYPE_CHECKING:
-    from replicate.client import Client
 
 __all__ = ["DEFAULT_RETRY_DELAYS", "MUSICGEN_VERSION", "RETENTION", "ReplicateSimulator"]
 
@@ -38,7 +36,7 @@ RETENTION = 3600.0
 MUSICGEN_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
 
 
-class ReplicateSimulator(SimulatorIntrospection):
+class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
     """A real HTTP server that answers like Replicate's API and sends signed webhooks.
 
     The real ``replicate`` client works against it unmodified. It serves
@@ -108,8 +106,13 @@ class ReplicateSimulator(SimulatorIntrospection):
         )
         self._models: dict[str, ModelSpec] = {}
         self._stopping = threading.Event()
+        self._deployments: dict[str, str] = {}
         self._desk = CreateDesk(
-            book=self._book, models=self._models, lock=self._lock, stopping=self._stopping
+            book=self._book,
+            models=self._models,
+            deployments=self._deployments,
+            lock=self._lock,
+            stopping=self._stopping,
         )
         self._deliveries: list[DeliveryRecord] = []
         self._downloads: list[DownloadRecord] = []
@@ -236,6 +239,18 @@ class ReplicateSimulator(SimulatorIntrospection):
             self._models[name] = spec
         return spec
 
+    def add_deployment(self, name: str, *, model: str) -> None:
+        """Serve a deployment *name* (``owner/name``) that runs the served *model*, for
+        ``POST /v1/deployments/{owner}/{name}/predictions``.
+
+        Example:
+            >>> ReplicateSimulator().add_deployment("acme/sfx", model="meta/musicgen")
+        """
+        with self._lock:
+            if model not in self._models:
+                raise ConfigurationError("model", f"no model {model!r} is served; add_model first")
+            self._deployments[name] = model
+
     @property
     def faults(self) -> Faults:
         """The faults every new prediction gets (unless some were queued for it)."""
@@ -259,54 +274,13 @@ class ReplicateSimulator(SimulatorIntrospection):
         with self._lock:
             prediction.faults = faults
 
-    def settings(self, **overrides: Any) -> Settings:
-        """:class:`Settings` pointed at this simulator, with *overrides* applied.
-
-        Example:
-            >>> with ReplicateSimulator() as sim:
-            ...     sim.settings(base_url="http://127.0.0.1:8000").api_base_url == sim.url
-            True
-        """
-        values: dict[str, Any] = {
-            "api_base_url": self.url,
-            "api_token": self.api_token,
-            "webhook_secrets": (self.secret,),
-            "allowed_output_hosts": (AllowedOrigin.parse(self.url),),
-            "allow_private_output_hosts": True,
-        }
-        return Settings(**(values | overrides))
-
-    def environ(self, **variables: str) -> dict[str, str]:
-        """The environment variables that point an app in another process at this simulator
-        (what :meth:`settings` sets), plus *variables*; merge it into ``os.environ``.
-
-        Example:
-            >>> with ReplicateSimulator() as sim:
-            ...     env = sim.environ(BASE_URL="http://127.0.0.1:8000")
-            ...     env["REPLICATE_API_BASE_URL"] == sim.url, env["BASE_URL"]
-            (True, 'http://127.0.0.1:8000')
-        """
-        return {
-            "REPLICATE_API_BASE_URL": self.url,
-            "REPLICATE_API_TOKEN": self.api_token,
-            "REPLICATE_WEBHOOK_SECRET": self.secret,
-            "REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS": self.url,
-            "REPLICATE_AUDIO_ALLOW_PRIVATE_OUTPUT_HOSTS": "1",
-            **variables,
-        }
-
-    def client(self) -> Client:
-        """The real ``replicate.Client``, pointed at this simulator with its token."""
-        from replicate.client import Client
-
-        return Client(api_token=self.api_token, base_url=self.url)
-
     # -- used by the HTTP handler and the lifecycle --------------------------------------
 
-    def _create(
-        self, path: str, body: Any, headers: dict[str, str], model: str | None
-    ) -> CreateAnswer:
-        return self._desk.create(path, body, headers, model)
+    def _model(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            spec = find_model(self._models, name)
+            runs = sum(p.model.name == name for p in self._book.predictions.values())
+        return model_json(spec, run_count=runs)
 
     def _list(self, query: str) -> dict[str, Any]:
         with self._lock:
