@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -20,7 +19,7 @@ from ._intake import CreateDesk
 from ._introspection import SimulatorIntrospection
 from ._listing import PAGE_SIZE, list_page
 from ._models import find_model, model_json
-from ._outputs import DownloadPlan, OutputFiles
+from ._outputs import OutputFiles
 from ._predictions import FORMATS
 from ._simulator_http import SimulatorServer
 from .faults import DeliveryRecord, DownloadRecord, Faults, ModelSpec
@@ -297,25 +296,3 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
         self._book.finish(prediction, "canceled")
         with self._lock:
             return prediction.to_json(self.url)
-
-    def _record_delivery(self, record: DeliveryRecord) -> None:
-        with self._lock:
-            self._deliveries.append(record)
-
-    def _plan_download(self, prediction_id: str, name: str, path: str) -> DownloadPlan:
-        with self._lock:
-            prediction = self._book.predictions.get(prediction_id)
-        if self._outputs is None:
-            plan = DownloadPlan(503)
-        else:
-            plan = self._outputs.plan(prediction, name, self._lock)
-        record = DownloadRecord(
-            prediction_id=prediction_id,
-            path=path,
-            status_code=plan.status,
-            fault=plan.fault,
-            time=time.time(),
-        )
-        with self._lock:
-            self._downloads.append(record)
-        return plan
