@@ -16,6 +16,9 @@ from replicate_audio.testing import Faults, ReplicateSimulator
 
 MODEL = "stability-ai/stable-audio-2.5"
 EVENTS = ["start", "logs", "output", "completed"]
+# What those four give for a run this short: its logs fall within 500 ms of the start
+# webhook (throttled), and a single file comes with completed (no output event).
+SENT = ["start", "completed"]
 
 
 @contextmanager
@@ -79,7 +82,7 @@ def test_every_webhook_leaves_after_the_create_has_answered(
     sim: ReplicateSimulator, receiver: Receiver
 ) -> None:
     """Even when the prediction finishes before its create has answered, its webhooks
-    (start, logs, output, completed, in that order) leave only after the answer."""
+    (start, then completed, in that order) leave only after the answer."""
     sim.add_model(MODEL, run_time=0.001)  # likely to end before its create has answered
     body = {"input": {"duration": 1}, "webhook": f"{receiver.url}/hook"}
     with connected(sim) as sock:
@@ -90,8 +93,8 @@ def test_every_webhook_leaves_after_the_create_has_answered(
         sim.wait_idle()  # and all sent, the answer still unread
         status, answer = read_answer(sock)
     assert (status, answer["status"]) == (201, "starting")
-    assert [d.event for d in sim.deliveries] == EVENTS
-    assert len(seen) == 4
+    assert [d.event for d in sim.deliveries] == SENT
+    assert len(seen) == 2
     assert None not in seen  # the whole answer was written before each one arrived
 
 
@@ -147,8 +150,8 @@ def test_early_webhooks_arrive_before_the_create_answers(
         receiver.on_post = on_post
         send_create(sim, sock, {**body, "webhook_events_filter": EVENTS})
         status, answer = read_answer(sock)
-    assert [d.event for d in sim.deliveries] == EVENTS  # all attempted before the answer
-    assert seen == [None] * 4  # not a byte of the answer had been written
+    assert [d.event for d in sim.deliveries] == SENT  # all attempted before the answer
+    assert seen == [None] * 2  # not a byte of the answer had been written
     assert downloads == [200]
     assert (status, answer["status"]) == (201, "starting")
     assert sim.get_prediction(str(answer["id"]))["status"] == "succeeded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import replicate
@@ -9,6 +10,7 @@ import standardwebhooks
 from recording_receiver import Receiver
 
 from replicate_audio.testing import ReplicateSimulator
+from replicate_audio.testing.simulator import DEFAULT_RETRY_DELAYS
 from replicate_audio.webhooks import verify_webhook
 
 MODEL = "stability-ai/stable-audio-2.5"
@@ -25,10 +27,11 @@ def test_deliveries_validate_with_three_verifiers(
     sim: ReplicateSimulator, receiver: Receiver
 ) -> None:
     """replicate.webhooks.validate, standardwebhooks and verify_webhook all accept them."""
+    sim.add_model(MODEL, run_time=1.0)  # long enough for a logs webhook after the start one
     prediction_id = _create(sim, receiver)
     sim.wait_idle()
     received = receiver.snapshot()
-    assert len(received) == 4  # start, logs, output, completed
+    assert {d.event for d in sim.deliveries} == {"start", "logs", "completed"}
     secret = replicate.webhook.WebhookSigningSecret(key=sim.secret)
     for request in received:
         replicate.webhooks.validate(
@@ -104,3 +107,36 @@ def test_unreachable_receiver_is_recorded_as_an_error(sim: ReplicateSimulator) -
     assert delivery.status_code is None
     assert delivery.error is not None
     assert "Connect" in delivery.error
+
+
+def test_the_default_schedule_is_cogs_backoff_for_about_a_minute() -> None:
+    """By default a failed completed webhook is retried 9 times, cog's urllib3 backoff
+    (0, then 0.2 s doubling), the last retry 51 s after the first attempt."""
+    assert ReplicateSimulator().webhook_retry_delays == DEFAULT_RETRY_DELAYS
+    assert DEFAULT_RETRY_DELAYS[:3] == (0.0, 0.2, 0.4)
+    assert all(b == 2 * a for a, b in itertools.pairwise(DEFAULT_RETRY_DELAYS[1:]))
+    assert 45 <= sum(DEFAULT_RETRY_DELAYS) <= 65
+
+
+def test_a_4xx_answer_is_retried_too(sim: ReplicateSimulator, receiver: Receiver) -> None:
+    """A 404 or 410 to the completed webhook is retried like a 5xx, same webhook-id."""
+    receiver.statuses = [404, 410]
+    _create(sim, receiver, webhook_events_filter=["completed"])
+    sim.wait_idle()
+    assert [d.status_code for d in sim.deliveries] == [404, 410, 200]
+    assert len({d.webhook_id for d in sim.deliveries}) == 1
+
+
+def test_a_connection_error_on_completed_is_retried_to_the_end(sim: ReplicateSimulator) -> None:
+    """Nobody listening: the completed webhook is tried 1 + len(schedule) times, one id."""
+    sim.client().predictions.create(
+        model=MODEL,
+        input={},
+        webhook="http://127.0.0.1:9/hook",
+        webhook_events_filter=["completed"],
+    )
+    sim.wait_idle()
+    attempts = sim.deliveries
+    assert [d.attempt for d in attempts] == list(range(1, len(sim.webhook_retry_delays) + 2))
+    assert all(d.status_code is None and d.error for d in attempts)
+    assert len({d.webhook_id for d in attempts}) == 1

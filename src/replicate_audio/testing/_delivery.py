@@ -19,6 +19,13 @@ from .signing import generate_secret, sign_webhook
 
 _log = logging.getLogger("replicate_audio.testing.simulator")
 
+#: The pauses before each retry of a failed terminal webhook. cog retries its terminal
+#: webhook with urllib3's ``Retry(total=12, backoff_factor=0.1)``: no pause before the first
+#: retry, then 0.1 * 2 ** (n - 1) seconds. Replicate documents that "the final retry is sent
+#: about 1 minute after the prediction completed", so the schedule stops at the last retry
+#: inside that minute: the ninth, 51 s after the first attempt.
+DEFAULT_RETRY_DELAYS = (0.0, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6)
+
 
 class Scheduler:
     """Runs callbacks at given times on one daemon thread; callbacks must be quick."""

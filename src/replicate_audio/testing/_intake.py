@@ -13,10 +13,13 @@ from typing import Any
 
 import attrs
 
-from ._predictions import NOT_FOUND, UNAUTHENTICATED, PredictionBook, Problem
+from ._book import PredictionBook
+from ._predictions import NOT_FOUND, UNAUTHENTICATED, Problem
+from ._sync import requested_wait
 from .faults import CreateRecord, Faults, ModelSpec
 
 EVENTS = frozenset({"start", "output", "logs", "completed"})
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _VERSION = re.compile(r"(?:([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*):)?([0-9a-f]{64})")
 
 
@@ -30,6 +33,10 @@ def parse_create(
         spec = models.get(model_name)
         if spec is None:
             raise Problem(404, *NOT_FOUND)
+        version = spec.version or "hidden"
+    elif _MODEL_NAME.fullmatch(named := str(body.get("version", ""))) and named in models:
+        # An official model named where a version goes, as the API accepts it.
+        spec = models[named]
         version = spec.version or "hidden"
     else:
         match = _VERSION.fullmatch(str(body.get("version", "")))
@@ -92,6 +99,8 @@ class CreateAnswer:
     body: dict[str, Any]
     headers: dict[str, str]
     prediction_id: str | None
+    #: Seconds to hold the answer for the model to finish (``Prefer: wait``), if asked.
+    wait: float | None = None
 
 
 class CreateDesk:
@@ -105,10 +114,12 @@ class CreateDesk:
         *,
         book: PredictionBook,
         models: Mapping[str, ModelSpec],
+        deployments: Mapping[str, str],
         lock: threading.RLock,
         stopping: threading.Event,
     ) -> None:
         self._book, self._models, self._lock = book, models, lock
+        self._deployments = deployments
         self._stopping = stopping
         self._faults = Faults()
         self._throttle = 0
@@ -136,11 +147,20 @@ class CreateDesk:
             self._errors.extend(faults.create_errors)
 
     def create(
-        self, path: str, body: Any, headers: dict[str, str], model: str | None
+        self,
+        path: str,
+        body: Any,
+        headers: dict[str, str],
+        model: str | None,
+        deployment: str | None = None,
     ) -> CreateAnswer:
-        """Answer one create request and record it; write the answer inside :meth:`answering`."""
+        """Answer one create request and record it; write the answer inside :meth:`answering`.
+
+        *model* is the model of a create by model, *deployment* the deployment of a create
+        by deployment; neither for a create by version."""
         extra: dict[str, str] = {}
         prediction_id = None
+        wait: float | None = None
         try:
             with self._lock:
                 if self._throttle > 0:
@@ -154,6 +174,11 @@ class CreateDesk:
                     )
                 if self._errors:
                     raise create_error(self._errors.popleft())
+                if deployment is not None:
+                    model = self._deployments.get(deployment)
+                    if model is None:
+                        raise Problem(404, *NOT_FOUND)
+                wait = requested_wait(headers)
                 spec, version, data, webhook, events = parse_create(body, self._models, model)
                 faults = self._queued[0] if self._queued else self._faults
                 answer = self._book.create(
@@ -163,6 +188,7 @@ class CreateDesk:
                     webhook=webhook,
                     events=events,
                     faults=faults,
+                    deployment=deployment,
                 )
                 if self._queued:
                     self._queued.popleft()
@@ -179,14 +205,19 @@ class CreateDesk:
         )
         with self._lock:
             self.records.append(record)
-        return CreateAnswer(status, answer, extra, prediction_id)
+        if status != 201:
+            wait = None
+        return CreateAnswer(status, answer, extra, prediction_id, wait)
 
     @contextmanager
-    def answering(self, answer: CreateAnswer) -> Iterator[None]:
-        """Around the writing of *answer*: the prediction's webhooks leave after it, or, with
-        the early_webhooks fault, before it (until the completed one's first attempt ends)."""
+    def answering(self, answer: CreateAnswer) -> Iterator[CreateAnswer]:
+        """Around the writing of the answer it yields: the prediction's webhooks leave after
+        it, or, with the early_webhooks fault, before it (until the completed one's first
+        attempt ends). With ``Prefer: wait`` the webhooks flow as things happen while the
+        answer waits for the model, up to the time asked; a finished prediction is answered
+        as it ended, its files inlined as ``data:`` URIs."""
         if answer.prediction_id is None:
-            yield
+            yield answer
             return
         prediction = self._book.get(answer.prediction_id)
         try:
@@ -197,6 +228,13 @@ class CreateDesk:
                 while not prediction.terminal_attempted.wait(0.05):
                     if self._stopping.is_set():
                         break
-            yield
+            if answer.wait is not None:
+                self._book.answered(prediction.id)
+                deadline = time.monotonic() + answer.wait
+                while not prediction.finished.wait(0.05):
+                    if self._stopping.is_set() or time.monotonic() > deadline:
+                        break
+                answer = attrs.evolve(answer, body=self._book.sync_answer(prediction))
+            yield answer
         finally:
             self._book.answered(prediction.id)

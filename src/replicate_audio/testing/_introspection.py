@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PredictionError
+from ._book import PredictionBook
 from ._delivery import WebhookSender
 from ._intake import CreateDesk
-from ._predictions import TERMINAL, PredictionBook, Problem, SimulatedPrediction
+from ._outputs import DownloadPlan, OutputFiles
+from ._predictions import TERMINAL, Problem, SimulatedPrediction
 from .faults import CreateRecord, DeliveryRecord, DownloadRecord
 
 
@@ -26,6 +28,7 @@ class SimulatorIntrospection:
     _sender: WebhookSender | None
     _deliveries: list[DeliveryRecord]
     _downloads: list[DownloadRecord]
+    _outputs: OutputFiles | None
 
     if TYPE_CHECKING:
 
@@ -113,3 +116,25 @@ class SimulatorIntrospection:
             return self._book.get(prediction_id)
         except Problem:
             raise PredictionError(f"no prediction {prediction_id!r}", status=404) from None
+
+    def _record_delivery(self, record: DeliveryRecord) -> None:
+        with self._lock:
+            self._deliveries.append(record)
+
+    def _plan_download(self, prediction_id: str, name: str, path: str) -> DownloadPlan:
+        with self._lock:
+            prediction = self._book.predictions.get(prediction_id)
+        if self._outputs is None:
+            plan = DownloadPlan(503)
+        else:
+            plan = self._outputs.plan(prediction, name, self._lock)
+        record = DownloadRecord(
+            prediction_id=prediction_id,
+            path=path,
+            status_code=plan.status,
+            fault=plan.fault,
+            time=time.time(),
+        )
+        with self._lock:
+            self._downloads.append(record)
+        return plan

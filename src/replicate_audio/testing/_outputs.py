@@ -66,9 +66,12 @@ class OutputFiles:
             faults = prediction.faults
             prediction.downloads += 1
             count = prediction.downloads
+            removed = prediction.removed()
             duration, format = prediction.duration, prediction.output_format
         if faults.expired:
             return DownloadPlan(410, fault="expired", body=_GONE)
+        if removed:
+            return DownloadPlan(410, body=_GONE)
         if count <= faults.download_errors:
             return DownloadPlan(503, fault="error", body=_UNAVAILABLE)
         count -= faults.download_errors

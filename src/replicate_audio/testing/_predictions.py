@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
+import math
 import os
-import random
-import secrets
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from ..jobs import TERMINAL_PREDICTION_STATUSES
-from ._delivery import Delivery, WebhookSender
-from .faults import DeliveryRecord, Faults, ModelSpec
+from .faults import Faults, ModelSpec
 
 # The one home of the status sets: the simulator uses the library's own.
 TERMINAL = TERMINAL_PREDICTION_STATUSES
@@ -73,24 +69,42 @@ class SimulatedPrediction:
     error: str | None = None
     logs: str = ""
     downloads: int = 0
+    # The deployment it was created through, if any.
+    deployment: str | None = None
+    # Seconds from completion until the input, output and logs are removed.
+    retention: float = math.inf
+    # When the last webhook of this prediction was sent (time.monotonic), for the throttle.
+    last_sent: float | None = None
     # Set once the first attempt of the completed webhook has finished, or at once when
     # none will be sent (no webhook, filtered out, dropped).
     terminal_attempted: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)
+    # Set when it reaches a terminal status (sync mode waits on it).
+    finished: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)
 
-    def to_json(self, base_url: str) -> dict[str, Any]:
+    def removed(self) -> bool:
+        """Whether its data is gone: the retention time has passed since it completed, or
+        the expired fault says so (once it has finished)."""
+        if self.status not in TERMINAL or self.completed_at is None:
+            return False
+        return self.faults.expired or time.time() >= self.completed_at + self.retention
+
+    def to_json(self, base_url: str, *, live: bool = False) -> dict[str, Any]:
+        """The prediction as the API shows it; *live* for a webhook body, which is sent as
+        things happen, before any removal."""
         api = f"{base_url}/v1/predictions/{self.id}"
+        removed = not live and self.removed()
         metrics: dict[str, float] = {}
         if self.started_at is not None and self.completed_at is not None:
             metrics["predict_time"] = round(self.completed_at - self.started_at, 6)
             metrics["total_time"] = round(self.completed_at - self.created_at, 6)
-        return {
+        shown: dict[str, Any] = {
             "id": self.id,
             "model": self.model.name,
             "version": self.version,
-            "input": self.input,
-            "logs": self.logs,
-            "output": self.output,
-            "data_removed": self.faults.expired and self.status in TERMINAL,
+            "input": {} if removed else self.input,
+            "logs": None if removed else self.logs,
+            "output": None if removed else self.output,
+            "data_removed": removed,
             "error": self.error,
             "status": self.status,
             "source": "api",
@@ -100,9 +114,12 @@ class SimulatedPrediction:
             "urls": {"get": api, "cancel": f"{api}/cancel", "web": f"{base_url}/p/{self.id}"},
             "metrics": metrics,
         }
+        if self.deployment is not None:
+            shown["deployment"] = self.deployment
+        return shown
 
 
-def _seconds(value: Any, key: str) -> float:
+def input_seconds(value: Any, key: str) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -112,181 +129,3 @@ def _seconds(value: Any, key: str) -> float:
             422, "Input validation failed", f"- input.{key}: must be a number in (0, {MAX_SECONDS}]"
         )
     return float(value)
-
-
-class PredictionBook:
-    """All predictions, their lifecycle on the scheduler, and the webhooks each step emits."""
-
-    def __init__(
-        self,
-        *,
-        run_time: float,
-        lock: threading.RLock,
-        seed: int,
-        record: Callable[[DeliveryRecord], None],
-    ) -> None:
-        self.run_time = run_time
-        self.lock = lock
-        self.predictions: dict[str, SimulatedPrediction] = {}
-        self._rng = random.Random(seed)
-        self._record = record
-        self._last_created = 0  # microseconds since the epoch: creation times never repeat
-        # Wired by the simulator when it starts.
-        self.base_url = ""
-        self.call_later: Callable[[float, Callable[[], None]], None] = lambda d, c: None
-        self.sender: WebhookSender | None = None
-        self.make_output: Callable[[SimulatedPrediction], object] = lambda p: None
-
-    def create(
-        self,
-        *,
-        spec: ModelSpec,
-        version: str,
-        data: dict[str, Any],
-        webhook: str | None,
-        events: frozenset[str],
-        faults: Faults,
-    ) -> dict[str, Any]:
-        duration = 8.0 if spec.default_duration is None else spec.default_duration
-        for key in ("duration", "seconds_total"):
-            if key in data:
-                duration = _seconds(data[key], key)
-        output_format = data.get("output_format", spec.output_format)
-        if output_format not in FORMATS:
-            raise Problem(
-                422, "Input validation failed", f"- input.output_format: must be one of {FORMATS}"
-            )
-        data = json.loads(json.dumps(data))
-        run_time = self.run_time if spec.run_time is None else spec.run_time
-        with self.lock:
-            # Unique to the microsecond (the precision shown), so list cursors never tie.
-            self._last_created = max(time.time_ns() // 1000, self._last_created + 1)
-            prediction = SimulatedPrediction(
-                id=new_prediction_id(),
-                model=spec,
-                version=version,
-                input=data,
-                webhook=webhook,
-                events=events,
-                faults=faults,
-                duration=duration,
-                output_format=output_format,
-                created_at=self._last_created / 1_000_000,
-            )
-            self.predictions[prediction.id] = prediction
-            if self.sender is not None:
-                # Queued in order from now on, but sent only once the create has answered.
-                self.sender.hold(prediction.id)
-            self.emit(prediction, "start")
-            answer = prediction.to_json(self.base_url)
-        self.call_later(run_time * 0.25, lambda: self._process(prediction))
-        if faults.cancel:
-            self.call_later(run_time * 0.5, lambda: self.finish(prediction, "canceled"))
-        outcome = "failed" if faults.fail_with is not None else "succeeded"
-        self.call_later(run_time, lambda: self.finish(prediction, outcome))
-        return answer
-
-    def answered(self, prediction_id: str) -> None:
-        """The create has answered: the prediction's webhooks may leave, in order."""
-        if self.sender is not None:
-            self.sender.open(prediction_id)
-
-    def finish_early(self, prediction: SimulatedPrediction) -> None:
-        """The early_webhooks fault: run *prediction* to its end now, output file made,
-        and let its webhooks leave before the create answers."""
-        failing = prediction.faults.fail_with is not None
-        if not failing:
-            self.make_output(prediction)
-        self._process(prediction)
-        self.finish(prediction, "failed" if failing else "succeeded")
-        self.answered(prediction.id)
-
-    def get(self, prediction_id: str) -> SimulatedPrediction:
-        with self.lock:
-            prediction = self.predictions.get(prediction_id)
-        if prediction is None:
-            raise Problem(404, *NOT_FOUND)
-        return prediction
-
-    def _process(self, prediction: SimulatedPrediction) -> None:
-        with self.lock:
-            if prediction.status != "starting":
-                return
-            prediction.status = "processing"
-            prediction.started_at = time.time()
-            prediction.logs += f"Using seed: 1\nGenerating {prediction.duration:g} s of audio\n"
-            self.emit(prediction, "logs")
-
-    def finish(self, prediction: SimulatedPrediction, status: str) -> None:
-        """Move *prediction* to *status* (terminal), unless it already finished."""
-        with self.lock:
-            if prediction.status in TERMINAL:
-                return
-            now = time.time()
-            prediction.started_at = prediction.started_at or now
-            if status == "succeeded":
-                name = "out-0" if prediction.model.output_as_list else "output"
-                url = f"{self.base_url}/files/{prediction.id}/{name}.{prediction.output_format}"
-                prediction.output = [url] if prediction.model.output_as_list else url
-                prediction.logs += "Done.\n"
-                self.emit(prediction, "output")
-            elif status == "failed":
-                prediction.error = prediction.faults.fail_with
-                prediction.logs += f"Traceback (most recent call last):\n{prediction.error}\n"
-            prediction.status = status
-            prediction.completed_at = now
-            self.emit(prediction, "completed")
-            if self.sender is not None:
-                self.sender.release(prediction.id)
-
-    def emit(self, prediction: SimulatedPrediction, event: str) -> None:
-        """Queue the webhook for *event*, if asked for; called with the lock held, in order."""
-        terminal = event == "completed"
-        if prediction.webhook is None or event not in prediction.events or self.sender is None:
-            if terminal:
-                prediction.terminal_attempted.set()
-            return
-        delivery = Delivery(
-            prediction_id=prediction.id,
-            webhook_id=webhook_id(),
-            event=event,
-            status=prediction.status,
-            url=prediction.webhook,
-            body=json.dumps(prediction.to_json(self.base_url)).encode(),
-            terminal=terminal,
-            faults=prediction.faults,
-            attempted=prediction.terminal_attempted if terminal else None,
-        )
-        ratio = prediction.faults.drop_ratio
-        if not (ratio and self._rng.random() < ratio):
-            self.sender.enqueue(delivery)
-            return
-        if terminal:
-            prediction.terminal_attempted.set()
-        self._record(
-            DeliveryRecord(
-                prediction_id=prediction.id,
-                webhook_id=delivery.webhook_id,
-                event=event,
-                status=prediction.status,
-                url=prediction.webhook,
-                attempt=0,
-                copy=0,
-                status_code=None,
-                error="dropped (drop_ratio fault)",
-                dropped=True,
-                time=time.time(),
-                body=delivery.body,
-                headers={},
-            )
-        )
-
-    def busy(self) -> int:
-        """How many predictions have not finished yet."""
-        with self.lock:
-            return sum(p.status not in TERMINAL for p in self.predictions.values())
-
-
-def webhook_id() -> str:
-    """A fresh delivery id in the ``msg_...`` form."""
-    return f"msg_{secrets.token_hex(12)}"

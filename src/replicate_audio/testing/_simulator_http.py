@@ -9,6 +9,7 @@ import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ._models import find_model, find_version, versions_page
 from ._predictions import NOT_FOUND, UNAUTHENTICATED, Problem
 
 if TYPE_CHECKING:
@@ -16,7 +17,11 @@ if TYPE_CHECKING:
 
 _MAX_BODY = 10 * 1024 * 1024
 _CHUNK = 64 * 1024
-_MODEL_PREDICTIONS = re.compile(r"/v1/models/([^/]+)/([^/]+)/predictions")
+_MODEL_PREDICTIONS = re.compile(r"/v1/models/([^/]+/[^/]+)/predictions")
+_DEPLOYMENT_PREDICTIONS = re.compile(r"/v1/deployments/([^/]+/[^/]+)/predictions")
+_MODEL = re.compile(r"/v1/models/([^/]+/[^/]+)")
+_VERSIONS = re.compile(r"/v1/models/([^/]+/[^/]+)/versions")
+_VERSION = re.compile(r"/v1/models/([^/]+/[^/]+)/versions/([^/]+)")
 _PREDICTION = re.compile(r"/v1/predictions/([a-z0-9]+)")
 _CANCEL = re.compile(r"/v1/predictions/([a-z0-9]+)/cancel")
 _FILE = re.compile(r"/files/([a-z0-9]+)/([\w.-]+)")
@@ -79,7 +84,16 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         elif method == "GET" and path == "/v1/predictions":
             self._json(200, sim._list(query))
         elif method == "POST" and (match := _MODEL_PREDICTIONS.fullmatch(path)):
-            self._create(body, f"{match.group(1)}/{match.group(2)}")
+            self._create(body, match.group(1))
+        elif method == "POST" and (match := _DEPLOYMENT_PREDICTIONS.fullmatch(path)):
+            self._create(body, None, deployment=match.group(1))
+        elif method == "GET" and (match := _MODEL.fullmatch(path)):
+            self._json(200, sim._model(match.group(1)))
+        elif method == "GET" and (match := _VERSIONS.fullmatch(path)):
+            self._json(200, versions_page(find_model(sim._models, match.group(1))))
+        elif method == "GET" and (match := _VERSION.fullmatch(path)):
+            spec = find_model(sim._models, match.group(1))
+            self._json(200, find_version(spec, match.group(2)))
         elif method == "POST" and (match := _CANCEL.fullmatch(path)):
             self._json(200, sim._cancel(match.group(1)))
         elif method == "GET" and (match := _PREDICTION.fullmatch(path)):
@@ -89,19 +103,19 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         else:
             raise Problem(404, *NOT_FOUND)
 
-    def _create(self, raw: bytes, model: str | None) -> None:
+    def _create(self, raw: bytes, model: str | None, *, deployment: str | None = None) -> None:
         sim = self.server.simulator
         try:
             body: Any = json.loads(raw) if raw else {}
         except ValueError:
             body = None
-        answer = sim._create(self.path, body, dict(self.headers.items()), model)
-        with sim._desk.answering(answer):
+        answer = sim._desk.create(self.path, body, dict(self.headers.items()), model, deployment)
+        with sim._desk.answering(answer) as final:
             self._json(
-                answer.status,
-                answer.body,
-                headers=answer.headers,
-                problem_json=answer.status >= 400,
+                final.status,
+                final.body,
+                headers=final.headers,
+                problem_json=final.status >= 400,
             )
 
     def _check_token(self) -> None:

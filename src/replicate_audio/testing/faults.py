@@ -44,8 +44,10 @@ class Faults:
         slow_downloads: the first N downloads stall ``slow_download_seconds`` after the
             first bytes.
         slow_download_seconds: how long a slow download stalls.
-        expired: downloads answer 410 (``data_removed``), and ``GET`` shows
-            ``data_removed: true``.
+        expired: the data is removed as soon as the prediction has finished, as when its
+            retention has passed: downloads answer 410 (``data_removed``), and ``GET`` and
+            the list show ``data_removed: true`` with ``output``, ``logs`` and ``input``
+            gone. Its webhooks still carry the output, as sent when it finished.
         wrong_signature: webhooks are signed with a secret nobody knows.
         clock_skew: seconds added to the ``webhook-timestamp`` (negative: in the past).
         rate_limit_creates: the next N creates answer 429 with ``Retry-After``.
@@ -105,6 +107,8 @@ class ModelSpec:
     run_time: float | None = None
     output_format: str = "mp3"
     output_as_list: bool = False
+    #: How many files a list output has (each one yielded in turn, with an output webhook).
+    output_files: int = 1
     default_duration: float = 8.0
 
 

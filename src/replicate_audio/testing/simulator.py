@@ -7,33 +7,35 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import AllowedOrigin, Settings
 from ..errors import ConfigurationError, ReplicateAudioError
-from ._delivery import Scheduler, WebhookSender
-from ._intake import CreateAnswer, CreateDesk
+from ._book import PredictionBook
+from ._connection import SimulatorConnection
+from ._delivery import DEFAULT_RETRY_DELAYS, Scheduler, WebhookSender
+from ._intake import CreateDesk
 from ._introspection import SimulatorIntrospection
 from ._listing import PAGE_SIZE, list_page
-from ._outputs import DownloadPlan, OutputFiles
-from ._predictions import FORMATS, PredictionBook
+from ._models import find_model, model_json
+from ._outputs import OutputFiles
+from ._predictions import FORMATS
 from ._simulator_http import SimulatorServer
 from .faults import DeliveryRecord, DownloadRecord, Faults, ModelSpec
 from .signing import generate_secret
 
-if TYPE_CHECKING:
-    from replicate.client import Client
+__all__ = ["DEFAULT_RETRY_DELAYS", "MUSICGEN_VERSION", "RETENTION", "ReplicateSimulator"]
 
-__all__ = ["MUSICGEN_VERSION", "ReplicateSimulator"]
+#: "input parameters, output values, output files, and logs are automatically removed after
+#: an hour" (Replicate's data retention page), in seconds.
+RETENTION = 3600.0
 
 #: The fixed version id of the simulated ``meta/musicgen``.
 MUSICGEN_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
 
 
-class ReplicateSimulator(SimulatorIntrospection):
+class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
     """A real HTTP server that answers like Replicate's API and sends signed webhooks.
 
     The real ``replicate`` client works against it unmodified. It serves
@@ -48,10 +50,15 @@ class ReplicateSimulator(SimulatorIntrospection):
         run_time: seconds a prediction takes, unless its model says otherwise.
         faults: misbehaviour for every prediction (see :class:`Faults`).
         seed: seeds the generator that decides which webhooks ``drop_ratio`` drops.
-        webhook_retry_delays: the pauses between retries of a failed terminal webhook.
+        webhook_retry_delays: the pauses before each retry of a failed terminal webhook (a
+            connection error or any answer but 2xx); by default cog's backoff, the last
+            retry 51 s after the first attempt (:data:`DEFAULT_RETRY_DELAYS`).
         webhook_timeout: seconds to wait for a webhook receiver to answer.
         page_size: predictions per page of ``GET /v1/predictions`` (Replicate's: 100); also
             settable later as ``sim.page_size``.
+        retention: seconds after a prediction completes until its input, output, logs and
+            output files are removed (Replicate's: an hour); then ``GET`` and the list show
+            ``data_removed: true`` and the files answer 410.
 
     Example:
         >>> with ReplicateSimulator(run_time=0.1) as sim:
@@ -71,10 +78,15 @@ class ReplicateSimulator(SimulatorIntrospection):
         run_time: float = 1.0,
         faults: Faults | None = None,
         seed: int = 0,
-        webhook_retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
+        webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         webhook_timeout: float = 5.0,
         page_size: int = PAGE_SIZE,
+        retention: float = RETENTION,
     ) -> None:
+        if not retention > 0:
+            raise ConfigurationError(
+                "retention", f"must be a number of seconds > 0, not {retention!r}"
+            )
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ConfigurationError("page_size", f"must be a whole number >= 1, not {page_size!r}")
         self.host, self._port = host, port
@@ -85,12 +97,21 @@ class ReplicateSimulator(SimulatorIntrospection):
         self.webhook_timeout = webhook_timeout
         self._lock = threading.RLock()
         self._book = PredictionBook(
-            run_time=run_time, lock=self._lock, seed=seed, record=self._record_delivery
+            run_time=run_time,
+            retention=retention,
+            lock=self._lock,
+            seed=seed,
+            record=self._record_delivery,
         )
         self._models: dict[str, ModelSpec] = {}
         self._stopping = threading.Event()
+        self._deployments: dict[str, str] = {}
         self._desk = CreateDesk(
-            book=self._book, models=self._models, lock=self._lock, stopping=self._stopping
+            book=self._book,
+            models=self._models,
+            deployments=self._deployments,
+            lock=self._lock,
+            stopping=self._stopping,
         )
         self._deliveries: list[DeliveryRecord] = []
         self._downloads: list[DownloadRecord] = []
@@ -191,6 +212,7 @@ class ReplicateSimulator(SimulatorIntrospection):
         run_time: float | None = None,
         output_format: str = "mp3",
         output_as_list: bool = False,
+        output_files: int = 1,
         default_duration: float = 8.0,
     ) -> ModelSpec:
         """Serve (or replace) a model; with *version* it can also be created by version.
@@ -209,11 +231,24 @@ class ReplicateSimulator(SimulatorIntrospection):
             run_time=run_time,
             output_format=output_format,
             output_as_list=output_as_list,
+            output_files=output_files,
             default_duration=default_duration,
         )
         with self._lock:
             self._models[name] = spec
         return spec
+
+    def add_deployment(self, name: str, *, model: str) -> None:
+        """Serve a deployment *name* (``owner/name``) that runs the served *model*, for
+        ``POST /v1/deployments/{owner}/{name}/predictions``.
+
+        Example:
+            >>> ReplicateSimulator().add_deployment("acme/sfx", model="meta/musicgen")
+        """
+        with self._lock:
+            if model not in self._models:
+                raise ConfigurationError("model", f"no model {model!r} is served; add_model first")
+            self._deployments[name] = model
 
     @property
     def faults(self) -> Faults:
@@ -238,54 +273,13 @@ class ReplicateSimulator(SimulatorIntrospection):
         with self._lock:
             prediction.faults = faults
 
-    def settings(self, **overrides: Any) -> Settings:
-        """:class:`Settings` pointed at this simulator, with *overrides* applied.
-
-        Example:
-            >>> with ReplicateSimulator() as sim:
-            ...     sim.settings(base_url="http://127.0.0.1:8000").api_base_url == sim.url
-            True
-        """
-        values: dict[str, Any] = {
-            "api_base_url": self.url,
-            "api_token": self.api_token,
-            "webhook_secrets": (self.secret,),
-            "allowed_output_hosts": (AllowedOrigin.parse(self.url),),
-            "allow_private_output_hosts": True,
-        }
-        return Settings(**(values | overrides))
-
-    def environ(self, **variables: str) -> dict[str, str]:
-        """The environment variables that point an app in another process at this simulator
-        (what :meth:`settings` sets), plus *variables*; merge it into ``os.environ``.
-
-        Example:
-            >>> with ReplicateSimulator() as sim:
-            ...     env = sim.environ(BASE_URL="http://127.0.0.1:8000")
-            ...     env["REPLICATE_API_BASE_URL"] == sim.url, env["BASE_URL"]
-            (True, 'http://127.0.0.1:8000')
-        """
-        return {
-            "REPLICATE_API_BASE_URL": self.url,
-            "REPLICATE_API_TOKEN": self.api_token,
-            "REPLICATE_WEBHOOK_SECRET": self.secret,
-            "REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS": self.url,
-            "REPLICATE_AUDIO_ALLOW_PRIVATE_OUTPUT_HOSTS": "1",
-            **variables,
-        }
-
-    def client(self) -> Client:
-        """The real ``replicate.Client``, pointed at this simulator with its token."""
-        from replicate.client import Client
-
-        return Client(api_token=self.api_token, base_url=self.url)
-
     # -- used by the HTTP handler and the lifecycle --------------------------------------
 
-    def _create(
-        self, path: str, body: Any, headers: dict[str, str], model: str | None
-    ) -> CreateAnswer:
-        return self._desk.create(path, body, headers, model)
+    def _model(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            spec = find_model(self._models, name)
+            runs = sum(p.model.name == name for p in self._book.predictions.values())
+        return model_json(spec, run_count=runs)
 
     def _list(self, query: str) -> dict[str, Any]:
         with self._lock:
@@ -302,25 +296,3 @@ class ReplicateSimulator(SimulatorIntrospection):
         self._book.finish(prediction, "canceled")
         with self._lock:
             return prediction.to_json(self.url)
-
-    def _record_delivery(self, record: DeliveryRecord) -> None:
-        with self._lock:
-            self._deliveries.append(record)
-
-    def _plan_download(self, prediction_id: str, name: str, path: str) -> DownloadPlan:
-        with self._lock:
-            prediction = self._book.predictions.get(prediction_id)
-        if self._outputs is None:
-            plan = DownloadPlan(503)
-        else:
-            plan = self._outputs.plan(prediction, name, self._lock)
-        record = DownloadRecord(
-            prediction_id=prediction_id,
-            path=path,
-            status_code=plan.status,
-            fault=plan.fault,
-            time=time.time(),
-        )
-        with self._lock:
-            self._downloads.append(record)
-        return plan
