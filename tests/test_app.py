@@ -278,7 +278,7 @@ def test_flask_unknown_route_under_prefix_is_json() -> None:
     from replicate_audio.adapters.flask import init_app
 
     app = Flask(__name__)
-    init_app(app, facade(MemoryStore()))
+    init_app(app, facade(MemoryStore()), public=True)
     client = app.test_client()
     ours = client.post("/api/replicate-webhook/sound_effect/1/extra")
     assert ours.status_code == 404

@@ -37,10 +37,16 @@ def start(sim: ReplicateSimulator, store: SQLiteStore, receiver: WebhookReceiver
     return audio
 
 
-def canceled_once(receiver: WebhookReceiver, store: SQLiteStore, job: Job) -> None:
-    """The job is canceled, logged canceled exactly once, and its prediction is canceled."""
+def canceled_once(
+    sim: ReplicateSimulator, receiver: WebhookReceiver, store: SQLiteStore, job: Job
+) -> None:
+    """The job is canceled, and logged canceled exactly once (the log entry is written by
+    the dispatcher just after the move: waited for, then counted once the simulator has
+    nothing left to send)."""
     done = receiver.wait_for(job.id)
     assert done.status is JobStatus.CANCELED, done.error
+    sim.wait_until(lambda: bool(receiver.call(store.list_logs, job.id)))
+    sim.wait_idle()
     logs = receiver.call(store.list_logs, job.id)
     assert [entry.status for entry in logs] == [JobStatus.CANCELED]
 
@@ -59,7 +65,7 @@ def test_the_cancels_answer_first_then_its_webhook(
         sim.wait_idle()
         completed = [d for d in sim.deliveries if d.event == "completed"]
         assert [(d.status, d.status_code) for d in completed] == [("canceled", 200)]
-        canceled_once(receiver, store, job)
+        canceled_once(sim, receiver, store, job)
 
 
 def test_the_webhook_first_then_cancel_returns_the_job_as_it_is(
@@ -71,11 +77,11 @@ def test_the_webhook_first_then_cancel_returns_the_job_as_it_is(
         audio = start(sim, store, receiver)
         job = receiver.call(audio.generate, "background_music", "drone", MUSIC)
         sim.client().predictions.cancel(job.prediction_id)
-        canceled_once(receiver, store, job)
+        canceled_once(sim, receiver, store, job)
         for reference in (job.id, job.prediction_id):
             again = receiver.call(audio.cancel, reference)
             assert (again.id, again.status) == (job.id, JobStatus.CANCELED)
-        canceled_once(receiver, store, job)
+        canceled_once(sim, receiver, store, job)
 
 
 def test_many_cancels_racing_their_webhooks_end_canceled_once(
@@ -94,7 +100,7 @@ def test_many_cancels_racing_their_webhooks_end_canceled_once(
         assert {answer.status for answer in answers} == {JobStatus.CANCELED}
         sim.wait_idle()
         for job in jobs:
-            canceled_once(receiver, store, job)
+            canceled_once(sim, receiver, store, job)
 
 
 def test_cancel_of_an_unknown_job_is_refused(store: SQLiteStore, receiver: WebhookReceiver) -> None:

@@ -419,7 +419,7 @@ def test_openapi_lists_every_prediction_status() -> None:
 
     app = FastAPI()
     audio = ReplicateAudio(Settings(), MemoryStore(), sweep_interval=0)
-    app.include_router(create_router(audio), prefix="/api")
+    app.include_router(create_router(audio, public=True), prefix="/api")
     hook = app.openapi()["paths"]["/api/replicate-webhook/{content_type}/{content_id}"]["post"]
     schema = hook["requestBody"]["content"]["application/json"]["schema"]
     statuses = schema["properties"]["status"]["enum"]
