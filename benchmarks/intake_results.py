@@ -167,6 +167,13 @@ def section(
             "Some deliveries were sent twice (Repeated): those requests were duplicates, "
             "answered without a state change, so the rounds they fall in flatter the adapter."
         )
+    for framework_only in (o for o in outcomes if o.store is None and not o.is_bare):
+        ratio = _show("ratio", statistics.median(framework_only.ratios))
+        notes.append(
+            f"The {framework_only.name} (the same route with nothing of the library) reaches "
+            f"{ratio} of the bare endpoint in the same rounds: that much of each FastAPI ratio "
+            f"above is FastAPI's own work before the library runs."
+        )
     if seconds < 5 or rounds < 3:
         notes.append(
             f"A short run ({rounds} round{'' if rounds == 1 else 's'} of {seconds} s): it "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -232,3 +233,53 @@ def test_demo_polls_when_replicate_cannot_reach_the_app(
     assert result.stdout.count("completed") == 4
     assert all("webhook" not in create.body for create in simulator.creates)
     assert simulator.deliveries == []
+
+
+def test_verify_says_why_a_captured_delivery_is_refused(tmp_path: Path) -> None:
+    """`replicate-audio verify` exits 0 for a delivery the route would take (headers as a
+    JSON object or as lines from a log), and 1 naming the reason: a changed body, a stale
+    timestamp (by how much), a wrong secret; --any-time checks an old capture as of its
+    own timestamp."""
+    import json
+
+    from replicate_audio.testing import generate_secret, sign_webhook
+
+    secret = generate_secret()
+    body = b'{"id": "p1", "status": "succeeded", "output": "https://replicate.delivery/a.mp3"}'
+    fresh = sign_webhook(body, secret, webhook_id="msg_fresh")
+    old = sign_webhook(body, secret, webhook_id="msg_old", timestamp=int(time.time()) - 3600)
+    (tmp_path / "body.json").write_bytes(body)
+    (tmp_path / "tampered.json").write_bytes(body.replace(b"succeeded", b"failed"))
+    (tmp_path / "fresh.json").write_text(json.dumps(fresh))
+    lines = "POST /api/replicate-webhook/sound_effect/1 HTTP/1.1\n" + "".join(
+        f"{name}: {value}\n" for name, value in old.items()
+    )
+    (tmp_path / "old.txt").write_text(lines)
+    env = {"REPLICATE_WEBHOOK_SECRET": secret}
+
+    def verify(headers: str, body: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run("verify", "--headers", str(tmp_path / headers), "--body",
+                   str(tmp_path / body), *extra, env=env)  # fmt: skip
+
+    ok = verify("fresh.json", "body.json")
+    assert (ok.returncode, ok.stdout.strip()) == (0, "valid: msg_fresh, prediction p1 succeeded")
+    tampered = verify("fresh.json", "tampered.json")
+    assert tampered.returncode == 1
+    assert "invalid: no v1 signature matches" in tampered.stderr
+    stale = verify("old.txt", "body.json")
+    assert stale.returncode == 1
+    assert re.search(r"timestamp is 360[0-9]s old, more than the tolerance of 300s", stale.stderr)
+    assert verify("old.txt", "body.json", "--any-time").returncode == 0
+    other = verify("fresh.json", "body.json", "--secret", generate_secret())
+    assert other.returncode == 1
+    assert "no v1 signature matches" in other.stderr
+
+
+def test_secret_prints_the_accounts_signing_secret(simulator: ReplicateSimulator) -> None:
+    """`replicate-audio secret` reads GET /v1/webhooks/default/secret with the token; with no
+    token it says which variable to set."""
+    shown = run("secret", env=simulator.environ())
+    assert (shown.returncode, shown.stdout.strip()) == (0, simulator.secret)
+    missing = run("secret", env={"REPLICATE_API_TOKEN": ""})
+    assert missing.returncode == 1
+    assert "REPLICATE_API_TOKEN" in missing.stderr

@@ -252,6 +252,86 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--headers",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the headers: a JSON object, or 'Name: value' lines from a log",
+    )
+    parser.add_argument(
+        "--body", type=Path, required=True, metavar="FILE", help="the raw body, byte for byte"
+    )
+    parser.add_argument(
+        "--secret",
+        action="append",
+        metavar="whsec_...",
+        help="a signing secret (repeatable); default REPLICATE_WEBHOOK_SECRET",
+    )
+    parser.add_argument(
+        "--any-time",
+        action="store_true",
+        help="check as of the delivery's own timestamp (an old capture)",
+    )
+    parser.epilog = (
+        "example: replicate-audio verify --headers headers.txt --body body.json --any-time"
+    )  # fmt: skip
+
+
+@command(
+    "verify", "check a captured webhook delivery as the webhook route would", _verify_arguments
+)
+def _verify(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .errors import WebhookVerificationError
+    from .operator import check_delivery, parse_headers
+
+    try:
+        settings = Settings.from_env()
+        secrets = args.secret or settings.webhook_secrets
+        if not secrets:
+            raise ConfigurationError(
+                "REPLICATE_WEBHOOK_SECRET", "set it, or pass --secret (see replicate-audio secret)"
+            )
+        headers = parse_headers(args.headers.read_text())
+        event = check_delivery(
+            headers, args.body.read_bytes(), secrets,
+            tolerance=settings.webhook_tolerance, any_time=args.any_time,
+        )  # fmt: skip
+    except WebhookVerificationError as error:
+        print(f"invalid: {error}", file=sys.stderr)
+        return 1
+    except (OSError, ReplicateAudioError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    prediction = event.prediction
+    print(f"valid: {event.webhook_id}, prediction {prediction.id} {prediction.status}")
+    return 0
+
+
+@command("secret", "print the account's webhook signing secret", lambda parser: None)
+def _secret(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .config import Settings
+    from .replicate_api import PredictionsAPI
+
+    async def read(settings: Settings) -> str:
+        async with PredictionsAPI(settings) as api:
+            return await api.webhook_secret()
+
+    try:
+        settings = Settings.from_env()
+        if not settings.api_token:
+            raise ConfigurationError("REPLICATE_API_TOKEN", "set it to read the account's secret")
+        print(anyio.run(read, settings))
+    except ReplicateAudioError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
 def _recovery_arguments(parser: argparse.ArgumentParser) -> None:
     """The recovery knobs, as options that override the app's (and the environment's)."""
     for option, variable, text in (

@@ -84,6 +84,18 @@ class PredictionsAPI:
             raise PredictionError(f"prediction {prediction_id}: the answer is not an object")
         return data
 
+    async def webhook_secret(self) -> str:
+        """The account's webhook signing secret (``GET /v1/webhooks/default/secret``).
+
+        Raises:
+            PredictionError: Replicate could not be reached, or refused (a bad token: 401).
+        """
+        data = await self._json("/v1/webhooks/default/secret")
+        key = data.get("key") if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key:
+            raise PredictionError("Replicate's answer has no signing secret ('key')")
+        return key
+
     async def recent(
         self, *, max_pages: int = 10, on_page: Callable[[], object] | None = None
     ) -> AsyncIterator[dict[str, Any]]:
