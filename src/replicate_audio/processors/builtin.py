@@ -79,8 +79,8 @@ class StemsProcessor(StoreProcessor):
     Example:
         >>> from replicate_audio.outputs import output_files
         >>> files = output_files({"vocals": "https://x/v.wav", "drums": "https://x/d.wav"})
-        >>> [file.name for file in StemsProcessor().select_outputs(files, job=None)]
-        ['vocals', 'drums']
+        >>> tuple(file.name for file in StemsProcessor().select_outputs(files, job=None))
+        ('vocals', 'drums')
     """
 
     content_type = "stems"
