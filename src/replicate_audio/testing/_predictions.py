@@ -24,9 +24,13 @@ MAX_SECONDS = 600.0
 class Problem(Exception):
     """An error answer in Replicate's problem-details shape."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {title}: {detail}")
         self.status, self.title, self.detail = status, title, detail
+        #: Extra response headers (``Retry-After`` of a 429).
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"title": self.title, "detail": self.detail, "status": self.status}
