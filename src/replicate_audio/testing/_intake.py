@@ -13,7 +13,9 @@ from typing import Any
 
 import attrs
 
+from ..errors import ConfigurationError
 from ._book import PredictionBook
+from ._deadlines import MIN_DEADLINE, requested_deadline
 from ._limits import RateLimits, throttled
 from ._predictions import NOT_FOUND, UNAUTHENTICATED, Problem
 from ._sync import requested_wait
@@ -120,9 +122,14 @@ class CreateDesk:
         lock: threading.RLock,
         stopping: threading.Event,
         limits: RateLimits,
+        min_deadline: float = MIN_DEADLINE,
     ) -> None:
         self._book, self._models, self._lock = book, models, lock
         self._limits = limits
+        if not min_deadline > 0:
+            raise ConfigurationError("min_deadline", f"must be seconds > 0, not {min_deadline!r}")
+        #: The shortest ``Cancel-After`` accepted, in seconds.
+        self.min_deadline = min_deadline
         self._deployments = deployments
         self._stopping = stopping
         self._faults = Faults()
@@ -178,6 +185,7 @@ class CreateDesk:
                     if model is None:
                         raise Problem(404, *NOT_FOUND)
                 wait = requested_wait(headers)
+                deadline = requested_deadline(headers, minimum=self.min_deadline)
                 spec, version, data, webhook, events = parse_create(body, self._models, model)
                 faults = self._queued[0] if self._queued else self._faults
                 answer = self._book.create(
@@ -188,6 +196,7 @@ class CreateDesk:
                     events=events,
                     faults=faults,
                     deployment=deployment,
+                    deadline=deadline,
                 )
                 if self._queued:
                     self._queued.popleft()

@@ -75,6 +75,8 @@ class SimulatedPrediction:
     downloads: int = 0
     # The deployment it was created through, if any.
     deployment: str | None = None
+    # When its Cancel-After deadline passes (seconds since the epoch), if it has one.
+    deadline: float | None = None
     # Seconds from completion until the input, output and logs are removed.
     retention: float = math.inf
     # When the last webhook of this prediction was sent (time.monotonic), for the throttle.
@@ -120,6 +122,8 @@ class SimulatedPrediction:
         }
         if self.deployment is not None:
             shown["deployment"] = self.deployment
+        if self.deadline is not None:
+            shown["deadline"] = _stamp(self.deadline)
         return shown
 
 

@@ -111,6 +111,9 @@ class ModelSpec:
     #: How many files a list output has (each one yielded in turn, with an output webhook).
     output_files: int = 1
     default_duration: float = 8.0
+    #: Seconds a prediction waits in the queue (``starting``) before its run begins, as
+    #: behind a cold boot; a ``Cancel-After`` deadline passing meanwhile aborts it.
+    start_delay: float = attrs.field(default=0.0, validator=_not_negative)
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,7 @@ from ..errors import ConfigurationError, ReplicateAudioError
 from ._answers import SimulatorAnswers
 from ._book import PredictionBook
 from ._connection import SimulatorConnection
+from ._deadlines import MIN_DEADLINE
 from ._delivery import DEFAULT_RETRY_DELAYS, Scheduler, WebhookSender
 from ._intake import CreateDesk
 from ._introspection import SimulatorIntrospection
@@ -65,6 +66,9 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection, SimulatorA
             are not counted. ``None``: unlimited.
         rate_limit_burst: seconds of requests at the full rate each bucket holds, the burst
             an idle account may send at once (Replicate publishes none; by default a minute).
+        min_deadline: the shortest ``Cancel-After`` a create may ask for (Replicate's: 5 s);
+            a test knob, lowered to keep deadline tests short. A prediction past its
+            deadline is ``aborted`` if it had not started, else ``canceled``.
 
     Example:
         >>> with ReplicateSimulator(run_time=0.1) as sim:
@@ -91,6 +95,7 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection, SimulatorA
         create_rate_limit: float | None = CREATE_RATE_LIMIT,
         read_rate_limit: float | None = READ_RATE_LIMIT,
         rate_limit_burst: float = BURST_SECONDS,
+        min_deadline: float = MIN_DEADLINE,
     ) -> None:
         if not retention > 0:
             raise ConfigurationError(
@@ -125,6 +130,7 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection, SimulatorA
             lock=self._lock,
             stopping=self._stopping,
             limits=self._limits,
+            min_deadline=min_deadline,
         )
         self._deliveries: list[DeliveryRecord] = []
         self._downloads: list[DownloadRecord] = []
@@ -227,8 +233,12 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection, SimulatorA
         output_as_list: bool = False,
         output_files: int = 1,
         default_duration: float = 8.0,
+        start_delay: float = 0.0,
     ) -> ModelSpec:
         """Serve (or replace) a model; with *version* it can also be created by version.
+
+        Its predictions wait *start_delay* seconds ``starting`` (queued, as behind a cold
+        boot) before their *run_time* begins.
 
         Example:
             >>> ReplicateSimulator().add_model("acme/beeps", run_time=0.05).name
@@ -246,6 +256,7 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection, SimulatorA
             output_as_list=output_as_list,
             output_files=output_files,
             default_duration=default_duration,
+            start_delay=start_delay,
         )
         with self._lock:
             self._models[name] = spec
