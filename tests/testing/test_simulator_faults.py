@@ -240,6 +240,7 @@ def test_rate_limited_creates_answer_429_with_retry_after(sim: ReplicateSimulato
         headers={"Authorization": f"Bearer {sim.api_token}"},
     )
     assert (response.status_code, response.headers["retry-after"]) == (429, "3")
+    assert response.json()["detail"] == "Request was throttled. Your rate limit resets in ~3s."
     assert [c.status_code for c in sim.creates] == [429, 429, 201, 201, 429]
 
 

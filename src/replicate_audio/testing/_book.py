@@ -70,7 +70,10 @@ class PredictionBook:
         events: frozenset[str],
         faults: Faults,
         deployment: str | None = None,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
+        """Book a prediction and its lifecycle: *deadline* seconds from now (``Cancel-After``)
+        it is aborted if it has not started, canceled if it is running."""
         duration = 8.0 if spec.default_duration is None else spec.default_duration
         for key in ("duration", "seconds_total"):
             if key in data:
@@ -99,23 +102,37 @@ class PredictionBook:
                 retention=self.retention,
                 deployment=deployment,
             )
+            if deadline is not None:
+                prediction.deadline = prediction.created_at + deadline
             self.predictions[prediction.id] = prediction
             if self.sender is not None:
                 # Queued in order from now on, but sent only once the create has answered.
                 self.sender.hold(prediction.id)
             self.emit(prediction, "start")
             answer = prediction.to_json(self.base_url)
-        self._schedule_run(prediction, run_time)
+        queued = spec.start_delay
+        self._schedule_run(prediction, queued, run_time)
         if faults.cancel:
-            self.call_later(run_time * 0.5, lambda: self.finish(prediction, "canceled"))
+            self.call_later(queued + run_time * 0.5, lambda: self.finish(prediction, "canceled"))
         outcome = "failed" if faults.fail_with is not None else "succeeded"
-        self.call_later(run_time, lambda: self.finish(prediction, outcome))
+        self.call_later(queued + run_time, lambda: self.finish(prediction, outcome))
+        if deadline is not None:
+            self.call_later(deadline, lambda: self._deadline_passed(prediction))
         return answer
 
-    def _schedule_run(self, prediction: SimulatedPrediction, run_time: float) -> None:
-        """Book the run's steps: it starts processing at a quarter of its run time, then logs
-        progress lines and, for a list output, yields its files one by one, evenly."""
-        begin, span = run_time * 0.25, run_time * 0.75
+    def _deadline_passed(self, prediction: SimulatedPrediction) -> None:
+        """Replicate "sets the prediction's status to aborted if the deadline is reached
+        before it starts running, and canceled if the deadline is reached while it's running"."""
+        with self.lock:
+            self.finish(prediction, "aborted" if prediction.status == "starting" else "canceled")
+
+    def _schedule_run(
+        self, prediction: SimulatedPrediction, queued: float, run_time: float
+    ) -> None:
+        """Book the run's steps: after *queued* seconds in the queue it starts processing at a
+        quarter of its run time, then logs progress lines and, for a list output, yields its
+        files one by one, evenly."""
+        begin, span = queued + run_time * 0.25, run_time * 0.75
         self.call_later(begin, lambda: self._process(prediction))
         for step in range(1, PROGRESS_STEPS):
             at = begin + span * step / PROGRESS_STEPS
@@ -202,7 +219,8 @@ class PredictionBook:
             if prediction.status in TERMINAL:
                 return
             now = time.time()
-            prediction.started_at = prediction.started_at or now
+            if status != "aborted":  # an aborted prediction never started
+                prediction.started_at = prediction.started_at or now
             if status == "succeeded":
                 urls = self.output_urls(prediction)
                 prediction.output = urls if prediction.model.output_as_list else urls[0]

@@ -28,6 +28,7 @@ class SimulatorConnection:
         """:class:`Settings` pointed at this simulator, with *overrides* applied.
 
         Example:
+            >>> from replicate_audio.testing import ReplicateSimulator
             >>> with ReplicateSimulator() as sim:
             ...     sim.settings(base_url="http://127.0.0.1:8000").api_base_url == sim.url
             True
@@ -46,6 +47,7 @@ class SimulatorConnection:
         (what :meth:`settings` sets), plus *variables*; merge it into ``os.environ``.
 
         Example:
+            >>> from replicate_audio.testing import ReplicateSimulator
             >>> with ReplicateSimulator() as sim:
             ...     env = sim.environ(BASE_URL="http://127.0.0.1:8000")
             ...     env["REPLICATE_API_BASE_URL"] == sim.url, env["BASE_URL"]
@@ -60,8 +62,16 @@ class SimulatorConnection:
             **variables,
         }
 
-    def client(self) -> Client:
-        """The real ``replicate.Client``, pointed at this simulator with its token."""
+    def client(self, **options: Any) -> Client:
+        """The real ``replicate.Client``, pointed at this simulator with its token; *options*
+        go to the client (and its httpx client), e.g. ``headers={"Cancel-After": "5s"}``.
+
+        Example:
+            >>> from replicate_audio.testing import ReplicateSimulator
+            >>> with ReplicateSimulator() as sim:
+            ...     sim.client(headers={"Cancel-After": "1m"}).models.get("meta/musicgen").name
+            'musicgen'
+        """
         from replicate.client import Client
 
-        return Client(api_token=self.api_token, base_url=self.url)
+        return Client(api_token=self.api_token, base_url=self.url, **options)

@@ -13,7 +13,10 @@ from typing import Any
 
 import attrs
 
+from ..errors import ConfigurationError
 from ._book import PredictionBook
+from ._deadlines import MIN_DEADLINE, requested_deadline
+from ._limits import RateLimits, throttled
 from ._predictions import NOT_FOUND, UNAUTHENTICATED, Problem
 from ._sync import requested_wait
 from .faults import CreateRecord, Faults, ModelSpec
@@ -104,7 +107,8 @@ class CreateAnswer:
 
 
 class CreateDesk:
-    """Answers create requests: 429s while throttled, else checks them and books a prediction.
+    """Answers create requests: 429s while rate limited or throttled by a fault, else checks
+    them and books a prediction.
 
     The faults for new predictions live here too: the standing ones and a queue of one-offs.
     """
@@ -117,8 +121,15 @@ class CreateDesk:
         deployments: Mapping[str, str],
         lock: threading.RLock,
         stopping: threading.Event,
+        limits: RateLimits,
+        min_deadline: float = MIN_DEADLINE,
     ) -> None:
         self._book, self._models, self._lock = book, models, lock
+        self._limits = limits
+        if not min_deadline > 0:
+            raise ConfigurationError("min_deadline", f"must be seconds > 0, not {min_deadline!r}")
+        #: The shortest ``Cancel-After`` accepted, in seconds.
+        self.min_deadline = min_deadline
         self._deployments = deployments
         self._stopping = stopping
         self._faults = Faults()
@@ -163,15 +174,10 @@ class CreateDesk:
         wait: float | None = None
         try:
             with self._lock:
+                self._limits.check_create()
                 if self._throttle > 0:
                     self._throttle -= 1
-                    retry_after = (self._queued[0] if self._queued else self._faults).retry_after
-                    extra["Retry-After"] = str(retry_after)
-                    raise Problem(
-                        429,
-                        "Request was throttled",
-                        f"Request was throttled. Expected available in {retry_after} second.",
-                    )
+                    raise throttled((self._queued[0] if self._queued else self._faults).retry_after)
                 if self._errors:
                     raise create_error(self._errors.popleft())
                 if deployment is not None:
@@ -179,6 +185,7 @@ class CreateDesk:
                     if model is None:
                         raise Problem(404, *NOT_FOUND)
                 wait = requested_wait(headers)
+                deadline = requested_deadline(headers, minimum=self.min_deadline)
                 spec, version, data, webhook, events = parse_create(body, self._models, model)
                 faults = self._queued[0] if self._queued else self._faults
                 answer = self._book.create(
@@ -189,12 +196,13 @@ class CreateDesk:
                     events=events,
                     faults=faults,
                     deployment=deployment,
+                    deadline=deadline,
                 )
                 if self._queued:
                     self._queued.popleft()
             status, prediction_id = 201, answer["id"]
         except Problem as problem:
-            status, answer = problem.status, problem.body()
+            status, answer, extra = problem.status, problem.body(), problem.headers
         record = CreateRecord(
             path=path,
             body=body,

@@ -24,9 +24,13 @@ MAX_SECONDS = 600.0
 class Problem(Exception):
     """An error answer in Replicate's problem-details shape."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {title}: {detail}")
         self.status, self.title, self.detail = status, title, detail
+        #: Extra response headers (``Retry-After`` of a 429).
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"title": self.title, "detail": self.detail, "status": self.status}
@@ -71,6 +75,8 @@ class SimulatedPrediction:
     downloads: int = 0
     # The deployment it was created through, if any.
     deployment: str | None = None
+    # When its Cancel-After deadline passes (seconds since the epoch), if it has one.
+    deadline: float | None = None
     # Seconds from completion until the input, output and logs are removed.
     retention: float = math.inf
     # When the last webhook of this prediction was sent (time.monotonic), for the throttle.
@@ -116,6 +122,8 @@ class SimulatedPrediction:
         }
         if self.deployment is not None:
             shown["deployment"] = self.deployment
+        if self.deadline is not None:
+            shown["deadline"] = _stamp(self.deadline)
         return shown
 
 

@@ -28,6 +28,22 @@ _FILE = re.compile(r"/files/([a-z0-9]+)/([\w.-]+)")
 _CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 
 
+def is_create(method: str, path: str) -> bool:
+    """Whether the request creates a prediction (by version, model or deployment).
+
+    Example:
+        >>> is_create("POST", "/v1/models/meta/musicgen/predictions")
+        True
+        >>> is_create("GET", "/v1/predictions")
+        False
+    """
+    return method == "POST" and bool(
+        path == "/v1/predictions"
+        or _MODEL_PREDICTIONS.fullmatch(path)
+        or _DEPLOYMENT_PREDICTIONS.fullmatch(path)
+    )
+
+
 class SimulatorServer(ThreadingHTTPServer):
     """A threading HTTP server that knows its simulator; loopback, deep backlog, daemon threads."""
 
@@ -73,12 +89,14 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             self._check_token()
             self._route(method, path, query, body)
         except Problem as problem:
-            self._json(problem.status, problem.body(), problem_json=True)
+            self._json(problem.status, problem.body(), headers=problem.headers, problem_json=True)
         except (TimeoutError, ConnectionError):
             self.close_connection = True
 
     def _route(self, method: str, path: str, query: str, body: bytes) -> None:
         sim = self.server.simulator
+        if not is_create(method, path):
+            sim._limits.check_read()  # creates are counted (and recorded) by the desk
         if method == "POST" and path == "/v1/predictions":
             self._create(body, None)
         elif method == "GET" and path == "/v1/predictions":

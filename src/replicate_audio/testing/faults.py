@@ -50,7 +50,8 @@ class Faults:
             gone. Its webhooks still carry the output, as sent when it finished.
         wrong_signature: webhooks are signed with a secret nobody knows.
         clock_skew: seconds added to the ``webhook-timestamp`` (negative: in the past).
-        rate_limit_creates: the next N creates answer 429 with ``Retry-After``.
+        rate_limit_creates: the next N creates answer 429 with ``Retry-After``, as the
+            simulator's rate limits do (``create_rate_limit``), with the same body.
         retry_after: the ``Retry-After`` seconds of those 429s.
         create_errors: the next creates (after those 429s) answer these statuses, one
             each, in order, with Replicate's problem-details bodies: ``(402,)`` for an
@@ -110,6 +111,9 @@ class ModelSpec:
     #: How many files a list output has (each one yielded in turn, with an output webhook).
     output_files: int = 1
     default_duration: float = 8.0
+    #: Seconds a prediction waits in the queue (``starting``) before its run begins, as
+    #: behind a cold boot; a ``Cancel-After`` deadline passing meanwhile aborts it.
+    start_delay: float = attrs.field(default=0.0, validator=_not_negative)
 
 
 @attrs.frozen(kw_only=True)

@@ -9,16 +9,17 @@ import secrets
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 from ..errors import ConfigurationError, ReplicateAudioError
+from ._answers import SimulatorAnswers
 from ._book import PredictionBook
 from ._connection import SimulatorConnection
+from ._deadlines import MIN_DEADLINE
 from ._delivery import DEFAULT_RETRY_DELAYS, Scheduler, WebhookSender
 from ._intake import CreateDesk
 from ._introspection import SimulatorIntrospection
-from ._listing import PAGE_SIZE, list_page
-from ._models import find_model, model_json
+from ._limits import BURST_SECONDS, CREATE_RATE_LIMIT, READ_RATE_LIMIT, RateLimits
+from ._listing import PAGE_SIZE
 from ._outputs import OutputFiles
 from ._predictions import FORMATS
 from ._simulator_http import SimulatorServer
@@ -35,7 +36,7 @@ RETENTION = 3600.0
 MUSICGEN_VERSION = "671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
 
 
-class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
+class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection, SimulatorAnswers):
     """A real HTTP server that answers like Replicate's API and sends signed webhooks.
 
     The real ``replicate`` client works against it unmodified. It serves
@@ -59,6 +60,15 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
         retention: seconds after a prediction completes until its input, output, logs and
             output files are removed (Replicate's: an hour); then ``GET`` and the list show
             ``data_removed: true`` and the files answer 410.
+        create_rate_limit: creates a minute (Replicate's: 600), by token bucket; a create
+            over it answers 429 with ``Retry-After``. ``None``: unlimited.
+        read_rate_limit: every other API call a minute (Replicate's: 3000); file downloads
+            are not counted. ``None``: unlimited.
+        rate_limit_burst: seconds of requests at the full rate each bucket holds, the burst
+            an idle account may send at once (Replicate publishes none; by default a minute).
+        min_deadline: the shortest ``Cancel-After`` a create may ask for (Replicate's: 5 s);
+            a test knob, lowered to keep deadline tests short. A prediction past its
+            deadline is ``aborted`` if it had not started, else ``canceled``.
 
     Example:
         >>> with ReplicateSimulator(run_time=0.1) as sim:
@@ -82,6 +92,10 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
         webhook_timeout: float = 5.0,
         page_size: int = PAGE_SIZE,
         retention: float = RETENTION,
+        create_rate_limit: float | None = CREATE_RATE_LIMIT,
+        read_rate_limit: float | None = READ_RATE_LIMIT,
+        rate_limit_burst: float = BURST_SECONDS,
+        min_deadline: float = MIN_DEADLINE,
     ) -> None:
         if not retention > 0:
             raise ConfigurationError(
@@ -106,12 +120,17 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
         self._models: dict[str, ModelSpec] = {}
         self._stopping = threading.Event()
         self._deployments: dict[str, str] = {}
+        self._limits = RateLimits(
+            create=create_rate_limit, read=read_rate_limit, burst=rate_limit_burst
+        )
         self._desk = CreateDesk(
             book=self._book,
             models=self._models,
             deployments=self._deployments,
             lock=self._lock,
             stopping=self._stopping,
+            limits=self._limits,
+            min_deadline=min_deadline,
         )
         self._deliveries: list[DeliveryRecord] = []
         self._downloads: list[DownloadRecord] = []
@@ -214,8 +233,12 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
         output_as_list: bool = False,
         output_files: int = 1,
         default_duration: float = 8.0,
+        start_delay: float = 0.0,
     ) -> ModelSpec:
         """Serve (or replace) a model; with *version* it can also be created by version.
+
+        Its predictions wait *start_delay* seconds ``starting`` (queued, as behind a cold
+        boot) before their *run_time* begins.
 
         Example:
             >>> ReplicateSimulator().add_model("acme/beeps", run_time=0.05).name
@@ -233,6 +256,7 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
             output_as_list=output_as_list,
             output_files=output_files,
             default_duration=default_duration,
+            start_delay=start_delay,
         )
         with self._lock:
             self._models[name] = spec
@@ -272,27 +296,3 @@ class ReplicateSimulator(SimulatorConnection, SimulatorIntrospection):
         prediction = self._prediction(prediction_id)
         with self._lock:
             prediction.faults = faults
-
-    # -- used by the HTTP handler and the lifecycle --------------------------------------
-
-    def _model(self, name: str) -> dict[str, Any]:
-        with self._lock:
-            spec = find_model(self._models, name)
-            runs = sum(p.model.name == name for p in self._book.predictions.values())
-        return model_json(spec, run_count=runs)
-
-    def _list(self, query: str) -> dict[str, Any]:
-        with self._lock:
-            predictions = list(self._book.predictions.values())
-            return list_page(predictions, query=query, base_url=self.url, page_size=self.page_size)
-
-    def _json(self, prediction_id: str) -> dict[str, Any]:
-        prediction = self._book.get(prediction_id)
-        with self._lock:
-            return prediction.to_json(self.url)
-
-    def _cancel(self, prediction_id: str) -> dict[str, Any]:
-        prediction = self._book.get(prediction_id)
-        self._book.finish(prediction, "canceled")
-        with self._lock:
-            return prediction.to_json(self.url)
