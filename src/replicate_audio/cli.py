@@ -106,9 +106,9 @@ def _simulator(args: argparse.Namespace) -> int:
         return 1
     try:
         print(f"Replicate simulator listening on {simulator.url}", flush=True)
-        print(f"REPLICATE_API_BASE_URL={simulator.url}")
-        print(f"REPLICATE_API_TOKEN={simulator.api_token}")
-        print(f"REPLICATE_WEBHOOK_SECRET={simulator.secret}")
+        print("Point your app at it with these variables (outputs are served from it too):")
+        for name, value in simulator.environ().items():
+            print(f"{name}={value}")
         print("Press Ctrl-C to stop.", flush=True)
         try:
             threading.Event().wait()

@@ -13,7 +13,9 @@ from replicate_audio.cli import build_parser, main
 
 
 def test_simulator_command_prints_url_token_and_secret_and_serves() -> None:
-    """The printed URL answers with the printed token and secret; Ctrl-C exits 0."""
+    """It prints every variable an app needs (what ``sim.environ()`` holds, the output
+    host included); the printed URL answers with the printed token and secret; Ctrl-C
+    exits 0."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -33,10 +35,12 @@ def test_simulator_command_prints_url_token_and_secret_and_serves() -> None:
     )
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline().strip() for _ in range(4)]
-        values = dict(line.split("=", 1) for line in lines[1:])
+        lines = [process.stdout.readline().strip() for _ in range(7)]
+        values = dict(line.split("=", 1) for line in lines[2:])
         assert lines[0] == f"Replicate simulator listening on {values['REPLICATE_API_BASE_URL']}"
         assert values["REPLICATE_API_TOKEN"] == "r8_test"
+        assert values["REPLICATE_AUDIO_ALLOWED_OUTPUT_HOSTS"] == values["REPLICATE_API_BASE_URL"]
+        assert values["REPLICATE_AUDIO_ALLOW_PRIVATE_OUTPUT_HOSTS"] == "1"
         response = httpx.get(
             f"{values['REPLICATE_API_BASE_URL']}/v1/webhooks/default/secret",
             headers={"Authorization": "Bearer r8_test"},
