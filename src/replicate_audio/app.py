@@ -30,12 +30,11 @@ from .predictions import (
     create_webhook_prediction,
     send_create,
 )
-from .processors import AudioPostProcessor
+from .processors import AudioPostProcessor, _registered_keys, registered_content_types
 from .recovery import BackgroundWork, Reconciled
 from .replicate_api import PredictionsAPI
 from .storage import (
     BlockingStore,
-    Delivery,
     Store,
     StoredAudio,
     SyncStore,
@@ -139,8 +138,6 @@ class ReplicateAudio:
         """The content types this app accepts."""
         if self.processors is not None:
             return tuple(sorted(self.processors))
-        from .processors import registered_content_types
-
         return registered_content_types()
 
     def _served(self) -> Collection[str]:
@@ -148,8 +145,6 @@ class ReplicateAudio:
         processors' own keys, not a sorted copy."""
         if self.processors is not None:
             return self.processors.keys()
-        from .processors import _registered_keys
-
         return _registered_keys()
 
     def replicate_client(self) -> Client:
@@ -274,16 +269,12 @@ class ReplicateAudio:
             return await self.store.get_audio(content_type, content_id)
         return await self.store.get_audio(content_type, content_id, name)
 
-    async def job_view(self, job_id: str, *, full: bool) -> dict[str, Any]:
+    async def job_view(self, job: Job, *, full: bool) -> dict[str, Any]:
         """A job as the read routes show it: status, timestamps, error and, once completed,
         the stored audio's format, duration and size. *full* (an authorized caller) adds
         the job's config, prompt and input included; without it the config is left out and
         URLs in the error are masked.
-
-        Raises:
-            JobNotFoundError: no job has this id (or prediction id).
         """
-        job = await self.get_job(job_id)
         view = job.to_dict()
         view["audio"] = None
         if job.status is JobStatus.COMPLETED:
@@ -342,12 +333,7 @@ class ReplicateAudio:
             raise PredictionError(f"job {job.id} has no prediction yet; cancel it once created")
         async with PredictionsAPI(self.settings) as api:
             answer = await api.cancel(job.prediction_id)
-        delivery = Delivery(
-            webhook_id=f"cancel:{job.prediction_id}:{answer.get('status')}",
-            prediction=answer,
-            job_id=job.id,
-        )
-        recorded = await self.intake.take(delivery)
+        recorded = await self.intake.take_fetched(job.id, answer, source="cancel")
         return recorded.job or await self.get_job(job.id)
 
     def cancel_sync(self, job_id: str) -> Job:

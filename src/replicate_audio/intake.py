@@ -142,6 +142,17 @@ class Intake:
             await self.dispatcher.submit(recorded.job.id)
         return recorded
 
+    async def take_fetched(
+        self, job_id: str, prediction: dict[str, Any], *, source: str
+    ) -> RecordedEvent:
+        """Record a prediction read from Replicate (a cancel's answer, a reconciliation, a
+        poll) for *job_id*, as its webhook would have been: once per status, under the id
+        ``{source}:{prediction id}:{status}``."""
+        webhook_id = f"{source}:{prediction.get('id')}:{prediction.get('status')}"
+        return await self.take(
+            Delivery(webhook_id=webhook_id, prediction=prediction, job_id=job_id)
+        )
+
     async def handle_webhook(
         self,
         content_type: str,

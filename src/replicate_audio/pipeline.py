@@ -129,7 +129,6 @@ async def _process_files(
     one log entry for them all."""
     stored: list[tuple[str | None, AudioInfo]] = []
     superseded = False
-    context = ProcessingContext(audio_store=store, result_log=store, work_dir=work)
     for index, output in enumerate(selected):
         folder = work / str(index)
         await anyio.to_thread.run_sync(folder.mkdir)

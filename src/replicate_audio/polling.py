@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .errors import PredictionError
 from .jobs import Job, JobStatus
-from .replicate_api import PredictionsAPI
-from .storage import Delivery
+from .replicate_api import CLOCK_SKEW, PredictionsAPI, created_at
 from .storage._records import as_utc
 
 if TYPE_CHECKING:
@@ -29,24 +27,12 @@ __all__ = ["Poller"]
 
 logger = logging.getLogger("replicate_audio")
 
-# How far a prediction's created_at may be before its job's (clocks differ).
-_CLOCK_SKEW = timedelta(seconds=30)
 # The most pages one pass reads before it reads the jobs left one by one.
 _MAX_PAGES = 10
 # How long to wait after Replicate answered 429.
 _THROTTLED = 30.0
 # How many jobs one pass looks at; the next pass takes the rest.
 _BATCH = 10_000
-
-
-def _created(prediction: dict[str, Any]) -> datetime | None:
-    value = prediction.get("created_at")
-    if not isinstance(value, str):
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
 
 
 class Poller:
@@ -92,14 +78,14 @@ class Poller:
         waiting = {job.prediction_id: job for job in jobs if job.prediction_id is not None}
         if not waiting:
             return 0
-        oldest = min(as_utc(job.created_at) for job in waiting.values()) - _CLOCK_SKEW
+        oldest = min(as_utc(job.created_at) for job in waiting.values()) - CLOCK_SKEW
         moved = 0
         pages = reader.recent(max_pages=_MAX_PAGES, on_page=self._count)
         async for prediction in pages:
             job = waiting.pop(str(prediction.get("id")), None)
             if job is not None:
                 moved += await self._take(job, prediction)
-            created = _created(prediction)
+            created = created_at(prediction)
             if not waiting or (created is not None and created < oldest):
                 break
         # Beyond the pages read (an account busy with other work): one GET each, as many as
@@ -119,8 +105,5 @@ class Poller:
         known = (job.prediction or {}).get("status")
         if not isinstance(status, str) or status == known:
             return 0
-        delivery = Delivery(
-            webhook_id=f"poll:{prediction.get('id')}:{status}", prediction=prediction, job_id=job.id
-        )
-        recorded = await self.audio.intake.take(delivery)
+        recorded = await self.audio.intake.take_fetched(job.id, prediction, source="poll")
         return int(recorded.changed)

@@ -8,7 +8,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,8 +18,7 @@ from anyio.abc import TaskGroup
 from .errors import PredictionError
 from .jobs import TERMINAL_PREDICTION_STATUSES, Job, JobStatus, utcnow
 from .polling import Poller
-from .replicate_api import PredictionsAPI
-from .storage import Delivery
+from .replicate_api import CLOCK_SKEW, PredictionsAPI, created_at
 from .storage._records import as_utc
 
 if TYPE_CHECKING:
@@ -31,17 +30,6 @@ logger = logging.getLogger("replicate_audio")
 
 # How many jobs one pass looks at; the next sweep takes the rest.
 _BATCH = 10_000
-# How far a prediction's created_at may be before its job's (clocks differ).
-_CLOCK_SKEW = timedelta(seconds=30)
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
 
 
 def matches_job(prediction: dict[str, Any], job: Job, *, window: timedelta) -> bool:
@@ -59,10 +47,10 @@ def matches_job(prediction: dict[str, Any], job: Job, *, window: timedelta) -> b
     if isinstance(webhook, str) and webhook:
         return webhook.endswith(f"?job={job.id}") or f"?job={job.id}&" in webhook
     config = job.config
-    created = _parse_time(prediction.get("created_at"))
+    created = created_at(prediction)
     if config is None or created is None:
         return False
-    start = as_utc(job.created_at) - _CLOCK_SKEW
+    start = as_utc(job.created_at) - CLOCK_SKEW
     if not start <= created <= as_utc(job.created_at) + window:
         return False
     if "input" in prediction and prediction["input"] != config.input:
@@ -196,11 +184,11 @@ class BackgroundWork:
         self, jobs: Sequence[Job], *, window: timedelta
     ) -> dict[str, dict[str, Any]]:
         """Each job's prediction from the listing, read back until older than every job."""
-        oldest = min(as_utc(job.created_at) for job in jobs) - _CLOCK_SKEW
+        oldest = min(as_utc(job.created_at) for job in jobs) - CLOCK_SKEW
         unmatched, found = list(jobs), {}
         async with PredictionsAPI(self.audio.settings) as reader:
             async for prediction in reader.recent():
-                created = _parse_time(prediction.get("created_at"))
+                created = created_at(prediction)
                 if created is not None and created < oldest:
                     break
                 for job in unmatched:
@@ -285,12 +273,7 @@ class BackgroundWork:
         return sum(entry.moved for entry in await self.reconcile())
 
     async def _take_fetched(self, job: Job, prediction: dict[str, Any]) -> int:
-        delivery = Delivery(
-            webhook_id=f"reconcile:{prediction.get('id')}:{prediction.get('status')}",
-            prediction=prediction,
-            job_id=job.id,
-        )
-        recorded = await self.audio.intake.take(delivery)
+        recorded = await self.audio.intake.take_fetched(job.id, prediction, source="reconcile")
         if recorded.changed:
             logger.info("job %s reconciled: its webhook never came", job.id)
             return 1

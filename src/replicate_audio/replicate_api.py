@@ -5,14 +5,35 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from .config import Settings
 from .errors import PredictionError
+from .storage._records import as_utc
 
-__all__ = ["PredictionsAPI"]
+__all__ = ["CLOCK_SKEW", "PredictionsAPI", "created_at"]
+
+#: How far a prediction's ``created_at`` may be before its job's (the clocks differ).
+CLOCK_SKEW = timedelta(seconds=30)
+
+
+def created_at(prediction: dict[str, Any]) -> datetime | None:
+    """A prediction's ``created_at`` as an aware datetime; None when missing or malformed.
+
+    Example:
+        >>> created_at({"created_at": "2026-11-24T17:11:02.118Z"}).isoformat()
+        '2026-11-24T17:11:02.118000+00:00'
+    """
+    value = prediction.get("created_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
 
 
 class PredictionsAPI:

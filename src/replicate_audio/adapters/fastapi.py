@@ -244,7 +244,7 @@ def create_router(
     )
     async def replicate_audio_job(job_id: str) -> Any:
         try:
-            return await audio.job_view(job_id, full=full)
+            return await audio.job_view(await audio.get_job(job_id), full=full)
         except JobNotFoundError as error:
             return _answer(WebhookOutcome.refuse(404, str(error)))
         except StorageError:

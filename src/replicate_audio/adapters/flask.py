@@ -148,12 +148,11 @@ def replicate_audio_job(job_id: str) -> tuple[Response, int]:
     extension = _extension()
     authorize = extension.authorize
     try:
-        if authorize is not None:
-            job = extension.call(extension.audio.get_job, job_id)
-            if not authorize(request, job):
-                return _answer(WebhookOutcome.refuse(403, "not allowed to read this job"))
+        job = extension.call(extension.audio.get_job, job_id)
+        if authorize is not None and not authorize(request, job):
+            return _answer(WebhookOutcome.refuse(403, "not allowed to read this job"))
         view = functools.partial(extension.audio.job_view, full=authorize is not None)
-        shown = extension.call(view, job_id)
+        shown = extension.call(view, job)
     except JobNotFoundError as error:
         return _answer(WebhookOutcome.refuse(404, str(error)))
     except StorageError:
