@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -203,12 +204,28 @@ class SQLiteStore(SerialJobStore):
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
             if not self._schema_ready:
                 self._create_schema(connection)
                 self._schema_ready = True
         return connection
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Put the file in WAL mode (it stays so), waiting up to ``timeout`` for the lock.
+
+        Switching takes the file for itself, and SQLite answers "database is locked" at
+        once rather than calling the busy handler: two processes opening a new file at the
+        same moment (gunicorn workers each loading the app) race for it. The loser retries.
+        """
+        deadline = time.monotonic() + self.timeout
+        while connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's reading connection."""
